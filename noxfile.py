@@ -1,0 +1,56 @@
+"""Developer and CI sessions: tests, lint, protos, bench.
+
+`nox -s tests` is the README's test command and the one `.ci/run` calls. It runs the whole
+suite, including the tests marked `netns` that need root; run `nox -s tests -- -m "not netns"`
+for the quick layer alone.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import tempfile
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests"]
+
+ROOT = pathlib.Path(__file__).parent
+GENERATED_DIR = ROOT / "meshcore" / "protos"
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """The whole suite (unit, component, interop with Envoy, namespace tests as root)."""
+    session.install("-e", ".[test,protos]")
+    args = session.posargs or ["-q"]
+    session.run("pytest", *args, env={"PYTHONDONTWRITEBYTECODE": "1"})
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff, mypy (strict on the protocol cores) and the import-layer contracts."""
+    session.install("-e", ".[lint]")
+    session.run("ruff", "check", ".")
+    session.run("mypy", "meshcore", "ztunnel", "istiod_lite", "waypoint", "cni_plugin")
+    session.run("lint-imports")
+
+
+@nox.session(python="3.11")
+def protos(session: nox.Session) -> None:
+    """Regenerate meshcore/protos from protos/*.proto (the output is committed)."""
+    session.install("-e", ".[protos]")
+    with tempfile.TemporaryDirectory() as tmp:
+        session.run("python", "scripts/gen_protos.py", tmp)
+        shutil.rmtree(GENERATED_DIR, ignore_errors=True)
+        shutil.copytree(tmp, GENERATED_DIR)
+    session.log(f"regenerated {GENERATED_DIR.relative_to(ROOT)}")
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Benchmarks against direct TCP and an Envoy HBONE pair, measured in the same run."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "bench", *session.posargs)
