@@ -4,7 +4,7 @@ Called by the control plane's entry point (and the component tests). `serve_ca()
 istiod's own serving certificate from the CA root (SAN DNS `istiod.istio-system.svc` plus the
 names and IPs given), binds the socket, starts a `grpclib.server.Server` on it and returns a
 `RunningCa` once listening; the caller owns it and closes it (`close()` then `wait_closed()`,
-or `async with`). Closing also drops established client connections (see `_ClosingServer`).
+or `async with`). Closing also drops established client connections (see `istiod_lite.grpc_server`).
 
 TLS: TLS 1.2+, ALPN `h2`, no client certificates (callers authenticate with bearer tokens).
 Clients trust the CA root (`RunningCa.root_pem`) and verify the DNS name
@@ -18,49 +18,22 @@ import os
 import socket
 import ssl
 import tempfile
-import weakref
 from collections.abc import Sequence
 from types import TracebackType
 
-from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
 from istiod_lite.ca.authority import ISTIOD_DNS_NAME, CertificateAuthority, ServingCertificate
 from istiod_lite.ca.service import CertificateService
 from istiod_lite.errors import CaConfigError
+from istiod_lite.grpc_server import ClosingServer
 
 CA_PORT = 15012
 
 
-class _ClosingServer(Server):
-    """A grpclib Server whose `close()` also closes established connections.
-
-    grpclib's `Server.close()` stops accepting and cancels running calls, but idle HTTP/2
-    connections stay open and keep serving new calls (asyncio.Server has no `close_clients()`
-    before Python 3.13): a "stopped" CA would still issue certificates. We record each
-    connection's protocol (grpclib's `_protocol_factory` is the one place they are created) and
-    close them all on `close()`.
-    """
-
-    def __init__(self, services: Sequence[CertificateService]) -> None:
-        super().__init__(services)
-        self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
-
-    def _protocol_factory(self) -> H2Protocol:
-        protocol = super()._protocol_factory()
-        self._protocols.add(protocol)
-        return protocol
-
-    def close(self) -> None:
-        super().close()
-        for protocol in list(self._protocols):
-            if hasattr(protocol, "processor"):  # set once the connection was made
-                protocol.processor.close("CA server closed")
-
-
 @dataclasses.dataclass
 class RunningCa:
-    """A listening CA server: where it listens and what clients must trust."""
+    """A listening gRPC server: where it listens and what clients must trust."""
 
     server: Server
     host: str
@@ -100,6 +73,25 @@ async def serve_ca(
     The serving certificate carries `istiod.istio-system.svc` plus `dns_names` and
     `ip_addresses` (add the address clients dial if they verify it instead of the DNS name).
     """
+    return await serve_grpc(
+        [service], authority, host=host, port=port, dns_names=dns_names,
+        ip_addresses=ip_addresses,
+    )
+
+
+async def serve_grpc(
+    services: Sequence[object],
+    authority: CertificateAuthority,
+    *,
+    host: str = "0.0.0.0",
+    port: int = CA_PORT,
+    dns_names: Sequence[str] = (),
+    ip_addresses: Sequence[str] = (),
+) -> RunningCa:
+    """Serve grpclib `services` over TLS with a serving certificate from `authority`.
+
+    istiod_lite puts the CA and the xDS server on one port (15012), as istiod does.
+    """
     serving = authority.issue_serving_certificate(
         dns_names=(ISTIOD_DNS_NAME, *dns_names), ip_addresses=ip_addresses
     )
@@ -111,8 +103,10 @@ async def serve_ca(
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise CaConfigError(f"CA cannot listen on {host}:{port}: {exc}") from exc
-    server = _ClosingServer([service])
+        raise CaConfigError(
+            f"istiod-lite cannot listen on {host}:{port}: {exc} (is another istiod-lite running?)"
+        ) from exc
+    server = ClosingServer(list(services))
     await server.start(sock=sock, ssl=context)
     bound_port = sock.getsockname()[1]
     return RunningCa(server=server, host=host, port=bound_port, root_pem=authority.root_pem)

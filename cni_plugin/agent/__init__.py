@@ -1,0 +1,1 @@
+"""The CNI node agent: serves the plugin (`server`), programs pod netns (`cni_plugin.redirect`)."""
