@@ -1,0 +1,74 @@
+"""`istiod-lite`: the ambient-py control plane (xDS workload API + CA) on one gRPC port."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from istiod_lite.app import IstiodConfig, run
+from istiod_lite.errors import IstiodLiteError
+from istiod_lite.translate import MeshConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="istiod-lite",
+        description=(
+            "Serve Istio's workload API over Delta xDS and Istio's certificate API "
+            "(CreateCertificate) on one TLS gRPC port, from a folder of Kubernetes manifests."
+        ),
+    )
+    parser.add_argument("--manifests", type=Path, metavar="DIR",
+                        help="folder of YAML manifests to watch (the sandbox's config source)")
+    parser.add_argument("--ca-dir", type=Path, required=True, metavar="DIR",
+                        help="where the root CA lives (created on first start)")
+    parser.add_argument("--tokens", type=Path, metavar="FILE",
+                        help="YAML list of bearer tokens: {token, node} or {token, identity}")
+    parser.add_argument("--listen", default="0.0.0.0:15012", metavar="HOST:PORT",
+                        help="gRPC address for xDS and the CA (default %(default)s)")
+    parser.add_argument("--trust-domain", default="cluster.local")
+    parser.add_argument("--cluster-id", default="Kubernetes")
+    parser.add_argument("--root-namespace", default="istio-system",
+                        help="policies here without selector apply mesh-wide (%(default)s)")
+    parser.add_argument("--dns-name", action="append", default=[], metavar="NAME",
+                        help="extra DNS SAN for istiod-lite's serving certificate (repeatable)")
+    parser.add_argument("--ip", action="append", default=[], metavar="ADDR",
+                        help="IP SAN for the serving certificate (repeatable)")
+    parser.add_argument("--root-cert-out", type=Path, metavar="FILE",
+                        help="write the root certificate here for clients to trust")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host, _, port = args.listen.rpartition(":")
+    if args.manifests is None:
+        print("istiod-lite: give --manifests DIR (the Kubernetes source runs in the operator)",
+              file=sys.stderr)
+        return 2
+    config = IstiodConfig(
+        manifests=args.manifests, ca_dir=args.ca_dir, tokens_file=args.tokens,
+        host=host or "0.0.0.0", port=int(port),
+        mesh=MeshConfig(trust_domain=args.trust_domain, root_namespace=args.root_namespace,
+                        cluster_id=args.cluster_id),
+        dns_names=args.dns_name, ip_addresses=args.ip, root_cert_out=args.root_cert_out,
+    )
+    try:
+        asyncio.run(run(config))
+    except KeyboardInterrupt:
+        return 0
+    except IstiodLiteError as exc:
+        print(f"istiod-lite: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The istiod-lite process: config source → model → workload API → Delta xDS, plus the CA.
+
+Called by `istiod_lite.__main__`. One asyncio program:
+
+- a config source (the manifest folder today; Kubernetes via kopf when `--kubernetes`) yields
+  immutable `ConfigSnapshot`s;
+- each snapshot is translated (`istiod_lite.translate`) and handed to the `XdsServer` as the full
+  desired state per type URL (the server diffs, versions and pushes deltas, debounced);
+- the same snapshot feeds the CA's node rule: a ztunnel may obtain an identity only if a
+  non-terminal pod with that namespace and service account is scheduled on its node;
+- CA and xDS share one TLS gRPC port (15012), as in istiod.
+
+Invariant: a snapshot that fails to translate never reaches the server; the last good state keeps
+being served (translation reports per-object problems as status messages, it does not raise
+for user input).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from istiod_lite.ca.authority import CertificateAuthority
+from istiod_lite.ca.authz import StaticTokenTable, TokenAuthenticator
+from istiod_lite.ca.roots import load_or_create_root
+from istiod_lite.ca.server import RunningCa, serve_grpc
+from istiod_lite.ca.service import CertificateService
+from istiod_lite.config import ManifestFolderSource
+from istiod_lite.config.source import ConfigSnapshot, ConfigSource
+from istiod_lite.tokens import load_token_table
+from istiod_lite.translate import MeshConfig, translate
+from istiod_lite.xds import XdsServer
+from meshcore.identity import SpiffeId
+from meshcore.model import ClusterModel
+
+log = logging.getLogger("istiod_lite")
+
+
+@dataclasses.dataclass(frozen=True)
+class IstiodConfig:
+    manifests: Path | None
+    ca_dir: Path
+    tokens_file: Path | None = None
+    host: str = "0.0.0.0"
+    port: int = 15012
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    dns_names: Sequence[str] = ()
+    ip_addresses: Sequence[str] = ()
+    root_cert_out: Path | None = None
+
+
+class ModelPlacement:
+    """The CA's node rule over the latest model snapshot (`NodeServes`)."""
+
+    def __init__(self) -> None:
+        self.model: ClusterModel | None = None
+
+    def __call__(self, node: str, identity: SpiffeId) -> bool:
+        model = self.model
+        if model is None:
+            return False
+        return any(
+            pod.namespace == identity.namespace
+            and pod.service_account == identity.service_account
+            and not pod.terminal
+            for pod in model.pods_on_node(node)
+        )
+
+
+@dataclasses.dataclass
+class RunningIstiod:
+    grpc: RunningCa
+    xds: XdsServer
+    ca: CertificateService
+    placement: ModelPlacement
+
+
+def _authenticator(config: IstiodConfig) -> TokenAuthenticator:
+    if config.tokens_file is None:
+        log.warning("no --tokens file: every certificate request will be refused (UNAUTHENTICATED)")
+        return StaticTokenTable({})
+    return load_token_table(config.tokens_file)
+
+
+def apply_snapshot(running: RunningIstiod, snapshot: ConfigSnapshot, mesh: MeshConfig) -> None:
+    """Make the xDS server and the CA's node rule reflect `snapshot`."""
+    resources = translate(snapshot.model, mesh)
+    for status in resources.statuses:
+        log.warning("%s", status)
+    for type_url, named in resources.by_type_url.items():
+        running.xds.set_resources(type_url, named)
+    running.placement.model = snapshot.model
+
+
+async def run(
+    config: IstiodConfig,
+    *,
+    source: ConfigSource | None = None,
+    on_ready: Callable[[RunningIstiod], None] | None = None,
+) -> None:
+    """Serve until cancelled. `on_ready` is called once the first snapshot is being served."""
+    root = load_or_create_root(config.ca_dir, trust_domain=config.mesh.trust_domain)
+    authority = CertificateAuthority(root, trust_domain=config.mesh.trust_domain)
+    if config.root_cert_out is not None:
+        config.root_cert_out.parent.mkdir(parents=True, exist_ok=True)
+        config.root_cert_out.write_text(authority.root_pem)
+    if source is None:
+        if config.manifests is None:
+            raise ValueError("istiod-lite needs a config source: --manifests DIR")
+        source = ManifestFolderSource(config.manifests)
+    placement = ModelPlacement()
+    ca = CertificateService(authority, _authenticator(config), placement)
+    xds = XdsServer()
+    grpc = await serve_grpc(
+        [ca, xds], authority, host=config.host, port=config.port,
+        dns_names=config.dns_names, ip_addresses=config.ip_addresses,
+    )
+    running = RunningIstiod(grpc, xds, ca, placement)
+    log.info("istiod-lite serving xDS and CA on %s:%d (trust domain %s)",
+             config.host, grpc.port, config.mesh.trust_domain)
+    try:
+        first = True
+        async for snapshot in source.watch():
+            apply_snapshot(running, snapshot, config.mesh)
+            if first:
+                first = False
+                model = snapshot.model
+                log.info("first config snapshot served: %d pods, %d services, %d policies",
+                         len(model.of_kind("Pod")), len(model.of_kind("Service")),
+                         len(model.of_kind("AuthorizationPolicy")))
+                if on_ready is not None:
+                    on_ready(running)
+    finally:
+        xds.close()
+        grpc.close()
+        await asyncio.shield(grpc.wait_closed())
