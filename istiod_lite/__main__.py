@@ -23,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--manifests", type=Path, metavar="DIR",
                         help="folder of YAML manifests to watch (the sandbox's config source)")
+    parser.add_argument("--kubernetes", action="store_true",
+                        help="watch the Kubernetes API (in-cluster or KUBECONFIG) instead")
+    parser.add_argument("--namespace", action="append", default=[], metavar="NS",
+                        help="with --kubernetes: watch only these namespaces (default: all)")
     parser.add_argument("--ca-dir", type=Path, required=True, metavar="DIR",
                         help="where the root CA lives (created on first start)")
     parser.add_argument("--tokens", type=Path, metavar="FILE",
@@ -44,13 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+async def _run_kubernetes(config: IstiodConfig, namespaces: list[str]) -> None:
+    # Imported here: the folder-only sandbox never loads kopf.
+    from istiod_lite.config.kubernetes import KubernetesSource
+
+    source = KubernetesSource(namespaces=namespaces,
+                              system_namespace=config.mesh.root_namespace)
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(source.run())
+        tasks.create_task(run(config, source=source))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, _, port = args.listen.rpartition(":")
-    if args.manifests is None:
-        print("istiod-lite: give --manifests DIR (the Kubernetes source runs in the operator)",
+    if (args.manifests is None) == (not args.kubernetes):
+        print("istiod-lite: give exactly one config source: --manifests DIR or --kubernetes",
               file=sys.stderr)
         return 2
     config = IstiodConfig(
@@ -61,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         dns_names=args.dns_name, ip_addresses=args.ip, root_cert_out=args.root_cert_out,
     )
     try:
-        asyncio.run(run(config))
+        asyncio.run(_run_kubernetes(config, args.namespace) if args.kubernetes else run(config))
     except KeyboardInterrupt:
         return 0
     except IstiodLiteError as exc:
