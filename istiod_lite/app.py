@@ -90,8 +90,7 @@ def apply_snapshot(running: RunningIstiod, snapshot: ConfigSnapshot, mesh: MeshC
     resources = translate(snapshot.model, mesh)
     for status in resources.statuses:
         log.warning("%s", status)
-    for type_url, named in resources.by_type_url.items():
-        running.xds.set_resources(type_url, named)
+    running.xds.set_all_resources(resources.by_type_url)
     running.placement.model = snapshot.model
 
 
