@@ -1,0 +1,50 @@
+"""The benchmark's sections, in the order `python -m bench` runs them.
+
+A section is a name, a title and `run(options) -> SectionResult`. To add one (the control-plane
+and CNI benchmarks will), write a module with a `run` like `bench.hbone_section.run` and register
+it in `SECTIONS`; `--sections` selects among them. `--cases` is handed to each selected section,
+and a section refuses case names it does not know; with several sections, select one with
+`--sections` when naming cases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from bench import hbone_section
+from bench.report import SectionResult
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    quick: bool
+    cases: list[str] | None
+    duration: float | None
+    runs: int | None
+    concurrency: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    name: str
+    title: str
+    run: Callable[[Options], SectionResult]
+
+
+def _run_hbone(opts: Options) -> SectionResult:
+    base = hbone_section.Settings(duration=2.0, runs=1, ping_count=1000) if opts.quick \
+        else hbone_section.Settings()
+    settings = dataclasses.replace(
+        base,
+        duration=opts.duration if opts.duration is not None else base.duration,
+        runs=opts.runs if opts.runs is not None else base.runs,
+        concurrency=opts.concurrency,
+    )
+    cases = opts.cases or list(hbone_section.CASES)
+    return hbone_section.run(cases, settings)
+
+
+SECTIONS: dict[str, Section] = {
+    "hbone": Section("hbone", "HBONE data plane: direct TCP, Envoy pair, our pair", _run_hbone),
+}

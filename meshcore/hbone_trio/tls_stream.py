@@ -1,0 +1,334 @@
+"""A trio stream doing TLS with `ssl.MemoryBIO` + `SSLObject`, built for bulk throughput.
+
+Who calls it: `meshcore.hbone_trio.client` (dialing) and `.server` (accepting) wrap a transport
+stream (normally a `trio.SocketStream`) with a context from `meshcore.tlsconfig`, run
+`do_handshake()` under their timeout and hand the stream to `HboneTrioConnection`.
+
+Why not `trio.SSLStream`: it returns one 16 KiB TLS record per `receive_some` and writes one
+socket send per `send_all`. Here a receive reads up to `read_size` (256 KiB) of ciphertext in one
+syscall and decrypts *every* complete record pending into one fresh buffer before returning
+(DESIGN §6 measured this 2.5x faster); `send_many(buffers)` encrypts a whole batch and sends the
+ciphertext with one socket send per `send_chunk` bytes.
+
+Invariants:
+- At most one task in receive_some and one in a send method at a time (BusyResourceError
+  otherwise); a receive and a send may run concurrently.
+- Each receive returns a new buffer the caller owns; this object keeps no reference to it.
+- Ciphertext leaves in the order OpenSSL produced it: the outgoing BIO is drained whole by
+  whichever task sends, and only one task sends at a time. Records a receive queues (alerts,
+  KeyUpdate replies) leave with the next send.
+- A send cancelled mid-way leaves the TLS byte stream torn, so the stream is marked broken.
+- Half-close is not a TLS concept here: HBONE ends streams with HTTP/2 END_STREAM. `aclose()`
+  sends close_notify (best effort, at most 1 s, skipped when cancelled as in
+  `aclose_forcefully`) and closes the transport. EOF from the peer
+  without close_notify is treated as EOF, since HTTP/2 framing detects truncation itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import Iterable
+
+import trio
+
+from meshcore.errors import MeshCoreError
+
+READ_SIZE = 256 * 1024
+SEND_CHUNK = 256 * 1024
+TLS_RECORD = 16 * 1024
+# Buffers smaller than this are coalesced with their neighbours into one TLS record.
+_SMALL = 4 * 1024
+CLOSE_NOTIFY_TIMEOUT = 1.0
+
+
+class TlsHandshakeError(MeshCoreError):
+    """The TLS handshake failed; `__cause__` holds the ssl or transport error."""
+
+
+class _Busy:
+    """Raise BusyResourceError if two tasks use the same direction at once."""
+
+    __slots__ = ("_held", "_msg")
+
+    def __init__(self, msg: str) -> None:
+        self._msg = msg
+        self._held = False
+
+    def __enter__(self) -> None:
+        if self._held:
+            raise trio.BusyResourceError(self._msg)
+        self._held = True
+
+    def __exit__(self, *exc: object) -> None:
+        self._held = False
+
+
+class TlsStream(trio.abc.Stream):
+    """TLS over any trio stream; see the module docstring for the batching behaviour."""
+
+    def __init__(
+        self,
+        transport: trio.abc.Stream,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        read_size: int = READ_SIZE,
+        send_chunk: int = SEND_CHUNK,
+    ) -> None:
+        self.transport = transport
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        # No SNI: HBONE peers are identified by SPIFFE SANs (server_hostname=None).
+        self.ssl_object = context.wrap_bio(
+            self._incoming, self._outgoing, server_side=server_side, server_hostname=None
+        )
+        self._read_size = read_size
+        self._send_chunk = send_chunk
+        self._recv_busy = _Busy("another task is receiving on this TLS stream")
+        self._send_busy = _Busy("another task is sending on this TLS stream")
+        self._sending = False
+        self._sends = 0
+        self._handshake_lock = trio.Lock()
+        self._handshook = False
+        self._closed = False
+        self._broken: BaseException | None = None
+        self._eof = False
+
+    # ----------------------------------------------------------------- handshake
+
+    async def do_handshake(self) -> None:
+        """Run the TLS handshake (call under the caller's timeout).
+
+        Raises TlsHandshakeError (certificate rejected, protocol mismatch, peer vanished).
+        """
+        self._check_open()
+        try:
+            while True:
+                try:
+                    self.ssl_object.do_handshake()
+                except ssl.SSLWantReadError:
+                    await self._flush_outgoing()
+                    data = await self.transport.receive_some(self._read_size)
+                    if not data:
+                        raise TlsHandshakeError(
+                            "peer closed the connection during the TLS handshake"
+                        ) from None
+                    self._incoming.write(data)
+                    continue
+                break
+            await self._flush_outgoing()
+        except ssl.SSLError as exc:
+            # Tell the peer why (the alert sits in the outgoing BIO) before giving up.
+            await self._flush_alert()
+            self._broken = exc
+            raise TlsHandshakeError(f"TLS handshake failed: {exc}") from exc
+        except (trio.BrokenResourceError, OSError) as exc:
+            self._broken = exc
+            raise TlsHandshakeError(f"transport failed during the TLS handshake: {exc!r}") from exc
+        self._handshook = True
+
+    @property
+    def peer_leaf_der(self) -> bytes | None:
+        return self.ssl_object.getpeercert(binary_form=True)
+
+    def negotiated(self) -> tuple[str | None, str | None, str | None]:
+        """(version, ALPN, cipher suite name) of the finished handshake."""
+        cipher = self.ssl_object.cipher()
+        return (
+            self.ssl_object.version(),
+            self.ssl_object.selected_alpn_protocol(),
+            cipher[0] if cipher else None,
+        )
+
+    # ----------------------------------------------------------------- receive
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytearray:
+        """Every decrypted byte available (up to max_bytes), reading the socket once if none.
+
+        Returns b"" (an empty bytearray) at end of stream.
+        """
+        if max_bytes is not None:
+            if not isinstance(max_bytes, int):
+                raise TypeError("max_bytes must be an int or None")
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
+        with self._recv_busy:
+            self._check_open()
+            # One schedule point per call: the socket read below, or an explicit one if the
+            # data was already pending (fewer scheduler rounds per message).
+            await trio.lowlevel.checkpoint_if_cancelled()
+            await self._ensure_handshake()
+            yielded = False
+            while True:
+                self._check_open()
+                out = self._decrypt_pending(max_bytes)
+                if out is None and self._eof:
+                    out = bytearray()
+                if out is not None:
+                    if not yielded:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                    return out
+                try:
+                    yielded = True
+                    data = await self.transport.receive_some(self._read_size)
+                except trio.ClosedResourceError:
+                    self._check_open()
+                    raise
+                except (trio.BrokenResourceError, OSError) as exc:
+                    self._broken = exc
+                    raise trio.BrokenResourceError(f"TLS transport broke: {exc!r}") from exc
+                if data:
+                    self._incoming.write(data)
+                else:
+                    self._incoming.write_eof()
+
+    def _decrypt_pending(self, max_bytes: int | None) -> bytearray | None:
+        """Decrypt all complete pending records; None if there are none (need more input)."""
+        obj = self.ssl_object
+        # Plaintext never exceeds the ciphertext pending; 1 byte lets read() report EOF.
+        cap = max(1, self._incoming.pending + obj.pending())
+        if max_bytes is not None:
+            cap = min(cap, max_bytes)
+        buf = bytearray(cap)
+        view = memoryview(buf)
+        n = 0
+        try:
+            while n < cap:
+                # With a buffer, read() returns the byte count (typeshed says bytes | int).
+                got = int(obj.read(cap - n, view[n:]))
+                if not got:
+                    # ssl reports a received close_notify as a zero-length read.
+                    self._eof = True
+                    break
+                n += got
+        except ssl.SSLWantReadError:
+            pass
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            self._eof = True
+        except ssl.SSLError as exc:
+            self._broken = exc
+            view.release()
+            raise trio.BrokenResourceError(f"TLS error from peer: {exc}") from exc
+        view.release()
+        if n == 0:
+            return None
+        del buf[n:]
+        return buf
+
+    # ----------------------------------------------------------------- send
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.send_many((data,))
+
+    async def send_many(self, buffers: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Encrypt the buffers in order and send the ciphertext in large socket writes."""
+        with self._send_busy:
+            self._check_open()
+            await trio.lowlevel.checkpoint_if_cancelled()
+            await self._ensure_handshake()
+            sends_before = self._sends
+            obj = self.ssl_object
+            small = bytearray()
+            budget = self._send_chunk
+            try:
+                for buf in buffers:
+                    size = len(buf) if not isinstance(buf, memoryview) else buf.nbytes
+                    if size == 0:
+                        continue
+                    if size < _SMALL:
+                        small += buf
+                        if len(small) >= TLS_RECORD:
+                            obj.write(small)
+                            budget -= len(small)
+                            small = bytearray()
+                    else:
+                        view = memoryview(buf).cast("B")
+                        if small:
+                            # Top the small pieces up to a full record from this buffer.
+                            take = max(0, TLS_RECORD - len(small))
+                            small += view[:take]
+                            obj.write(small)
+                            budget -= len(small)
+                            small = bytearray()
+                            view = view[take:]
+                        while view:
+                            piece = view[: max(budget, TLS_RECORD)]
+                            obj.write(piece)
+                            budget -= len(piece)
+                            view = view[len(piece) :]
+                            if budget <= 0:
+                                await self._flush_outgoing()
+                                budget = self._send_chunk
+                    if budget <= 0:
+                        await self._flush_outgoing()
+                        budget = self._send_chunk
+                if small:
+                    obj.write(small)
+                await self._flush_outgoing()
+                if self._sends == sends_before:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+            except ssl.SSLError as exc:
+                self._broken = exc
+                raise trio.BrokenResourceError(f"TLS error while sending: {exc}") from exc
+
+    async def wait_send_all_might_not_block(self) -> None:
+        with self._send_busy:
+            self._check_open()
+            await self.transport.wait_send_all_might_not_block()
+
+    async def _flush_outgoing(self) -> None:
+        """Send everything in the outgoing BIO (one transport send per drain)."""
+        self._sending = True
+        try:
+            while self._outgoing.pending:
+                data = self._outgoing.read()
+                self._sends += 1
+                try:
+                    await self.transport.send_all(data)
+                except trio.ClosedResourceError:
+                    self._check_open()
+                    raise
+                except trio.Cancelled:
+                    self._broken = trio.BrokenResourceError("send cancelled mid-record")
+                    raise
+                except (trio.BrokenResourceError, OSError) as exc:
+                    self._broken = exc
+                    raise trio.BrokenResourceError(f"TLS transport broke: {exc!r}") from exc
+        finally:
+            self._sending = False
+
+    async def _flush_alert(self) -> None:
+        if not self._outgoing.pending:
+            return
+        with trio.move_on_after(CLOSE_NOTIFY_TIMEOUT):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await self.transport.send_all(self._outgoing.read())
+
+    async def _ensure_handshake(self) -> None:
+        if not self._handshook:
+            async with self._handshake_lock:
+                if not self._handshook:
+                    await self.do_handshake()
+
+    # ----------------------------------------------------------------- close
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("TLS stream was closed")
+        if self._broken is not None:
+            raise trio.BrokenResourceError(f"TLS stream is broken: {self._broken!r}")
+
+    async def aclose(self) -> None:
+        """Send close_notify if we can (bounded, skipped if cancelled), then close the transport."""
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        try:
+            if self._handshook and self._broken is None and not self._sending:
+                with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLError):
+                    self.ssl_object.unwrap()
+                await self._flush_alert()
+        finally:
+            await self.transport.aclose()

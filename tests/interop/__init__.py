@@ -1,0 +1,1 @@
+"""Interop tests: a real Envoy as the HBONE peer (marked interop; most also netns)."""
