@@ -22,7 +22,7 @@ from meshcore.errors import MeshCoreError
 from meshcore.identity import InvalidIdentityError, SpiffeId
 
 PrivateKey = ec.EllipticCurvePrivateKey
-# Certificates are valid from a little before "now" so peers with slightly skewed clocks accept them.
+# Valid from a little before "now", so peers with slightly skewed clocks accept them.
 CLOCK_SKEW = dt.timedelta(minutes=5)
 
 
@@ -170,7 +170,9 @@ def sign_workload_certificate(
             critical=True,
         )
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
             critical=False,
         )
         .add_extension(

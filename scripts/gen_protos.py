@@ -1,4 +1,6 @@
-"""Generate betterproto code from protos/ into a directory (used by `nox -s protos` and the freshness test).
+"""Generate betterproto code from protos/ into a directory.
+
+Used by `nox -s protos` and by tests/test_protos_fresh.py.
 
 Usage: python scripts/gen_protos.py OUT_DIR
 """
@@ -19,7 +21,8 @@ def generate(out_dir: pathlib.Path) -> None:
     protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
     out_dir.mkdir(parents=True, exist_ok=True)
     # protoc finds protoc-gen-python_betterproto beside this interpreter.
-    env = dict(os.environ, PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    bin_dir = pathlib.Path(sys.executable).parent
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}",
          f"--python_betterproto_out={out_dir}", *protos],

@@ -12,7 +12,7 @@ _spec.loader.exec_module(gen_protos)
 
 
 def test_generated_code_is_fresh(tmp_path: pathlib.Path) -> None:
-    """Regenerating meshcore/protos from protos/ changes nothing (run `nox -s protos` if it does)."""
+    """Regenerating meshcore/protos from protos/ changes nothing (else: `nox -s protos`)."""
     gen_protos.generate(tmp_path)
     generated = gen_protos.GENERATED_DIR
     differs = [
