@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 import betterproto
 
 from istiod_lite.translate.authorization import convert_authorization_policy
+from istiod_lite.translate.l7_policies import L7_AUTHORIZATION_TYPE_URL, translate_l7_policies
 from istiod_lite.translate.mesh import (
     ADDRESS_TYPE_URL,
     AUTHORIZATION_TYPE_URL,
@@ -30,6 +32,7 @@ from istiod_lite.translate.peer_authentication import (
     static_strict_policy,
     workload_policy_names,
 )
+from istiod_lite.translate.routes import ROUTE_CONFIGURATION_TYPE_URL, translate_routes
 from istiod_lite.translate.services import build_service_index, translate_service
 from istiod_lite.translate.waypoints import find_waypoints
 from istiod_lite.translate.workloads import translate_endpoint_slice, translate_pod
@@ -41,8 +44,11 @@ from meshcore.model import (
     Pod,
     selects,
 )
+from meshcore.protos.ambient.waypoint.v1 import L7Authorization, RouteConfiguration
 from meshcore.protos.istio.security import Authorization, Scope
 from meshcore.protos.istio.workload import Address
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -52,17 +58,26 @@ class ResourceSet:
     addresses: Mapping[str, Address]
     authorizations: Mapping[str, Authorization]
     statuses: tuple[StatusMessage, ...] = ()
+    # Waypoint resources (ambient.waypoint.v1), served on the same Delta xDS stream.
+    route_configurations: Mapping[str, RouteConfiguration] = dataclasses.field(
+        default_factory=lambda: _EMPTY)
+    l7_authorizations: Mapping[str, L7Authorization] = dataclasses.field(
+        default_factory=lambda: _EMPTY)
 
     def resources(self, type_url: str) -> Mapping[str, betterproto.Message]:
-        if type_url == ADDRESS_TYPE_URL:
-            return self.addresses
-        if type_url == AUTHORIZATION_TYPE_URL:
-            return self.authorizations
-        raise KeyError(f"unknown type URL {type_url!r}")
+        try:
+            return self.by_type_url[type_url]
+        except KeyError:
+            raise KeyError(f"unknown type URL {type_url!r}") from None
 
     @property
     def by_type_url(self) -> Mapping[str, Mapping[str, betterproto.Message]]:
-        return {ADDRESS_TYPE_URL: self.addresses, AUTHORIZATION_TYPE_URL: self.authorizations}
+        return {
+            ADDRESS_TYPE_URL: self.addresses,
+            AUTHORIZATION_TYPE_URL: self.authorizations,
+            ROUTE_CONFIGURATION_TYPE_URL: self.route_configurations,
+            L7_AUTHORIZATION_TYPE_URL: self.l7_authorizations,
+        }
 
 
 def translate(model: ClusterModel, mesh: MeshConfig | None = None) -> ResourceSet:
@@ -122,4 +137,10 @@ def translate(model: ClusterModel, mesh: MeshConfig | None = None) -> ResourceSe
         for workload in translate_endpoint_slice(es, model, mesh):
             addresses[workload.uid] = Address(workload=workload)
 
-    return ResourceSet(MappingProxyType(addresses), MappingProxyType(authz), tuple(statuses))
+    routes, route_statuses = translate_routes(model, mesh)
+    l7_policies, l7_statuses = translate_l7_policies(model, mesh)
+    statuses += route_statuses + l7_statuses
+    return ResourceSet(
+        MappingProxyType(addresses), MappingProxyType(authz), tuple(statuses),
+        MappingProxyType(routes), MappingProxyType(l7_policies),
+    )

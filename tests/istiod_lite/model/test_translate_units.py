@@ -185,9 +185,13 @@ def test_port_level_conversion_shapes() -> None:
 
 
 def test_resource_set_by_type_url() -> None:
-    """The ResourceSet serves both ztunnel type URLs and rejects others."""
+    """The ResourceSet serves the ztunnel and waypoint type URLs and rejects others."""
     res = translate(ClusterModel())
-    assert set(res.by_type_url) == {ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL}
+    assert set(res.by_type_url) == {
+        ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
+        "type.googleapis.com/ambient.waypoint.v1.RouteConfiguration",
+        "type.googleapis.com/ambient.waypoint.v1.L7Authorization",
+    }
     assert res.resources(ADDRESS_TYPE_URL) == {}
     with pytest.raises(KeyError):
         res.resources("type.googleapis.com/envoy.config.cluster.v3.Cluster")
