@@ -5,8 +5,11 @@ result (or a spec error object) on stdout and exits 0 (or 1). Talks to the node 
 socket with one short request (`agent_protocol`). Logs every invocation with its wall time to the
 configured log file (stderr if the file cannot be opened; stdout stays reserved for CNI output).
 
-Import footprint: standard library plus `cni_plugin.plugin`/`agent_protocol` only; never pyroute2,
-trio, grpclib or betterproto (the runtime runs this for every pod sandbox).
+`ambient-cni agent ...` runs the node agent instead (`cni_plugin.agent.__main__`, imported
+only then). CNI runtimes never pass arguments, so the plugin path is unchanged.
+
+Import footprint (plugin path): standard library plus `cni_plugin.plugin`/`agent_protocol` only;
+never pyroute2, trio, grpclib or betterproto (the runtime runs this for every pod sandbox).
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ def _setup_logging(inv: Invocation | None) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "agent":
+        from cni_plugin.agent.__main__ import main as agent_main  # heavy imports: agent only
+
+        agent_main(sys.argv[2:])
+        return
     started = time.perf_counter()
     env = dict(os.environ)
     inv: Invocation | None = None

@@ -10,6 +10,9 @@
 With a `ZdsServer`, add also hands the netns fd to ztunnel (AddWorkload) and waits for its ack
 (no ack → error 11, rules stay: "pending"); del sends DelWorkload to every ztunnel.
 Errors become CNI codes: netns gone → 3, transient → 11, anything else → 5 with the message.
+With `pods` (a `PodService`: the label-driven `reconciler.Reconciler`), add / del / check are
+handed to it instead: it decides from the config source and owns the pod table and ZDS calls;
+`decide` and `zds` are then unused.
 
 Who calls it: the node-agent process (and the sandbox); the ZDS hand-off to ztunnel hooks in after
 `install` (see DESIGN.md §3 Enrollment). Kernel work is blocking netlink, so it runs in
@@ -23,6 +26,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -57,6 +61,14 @@ def enroll_all(request: AgentRequest) -> RedirectConfig | None:
     return RedirectConfig(ipv6=any(":" in ip.address for ip in request.ips))
 
 
+class PodService(Protocol):
+    """What serves CNI events when enrollment is label-driven (`reconciler.Reconciler`)."""
+
+    async def cni_add(self, request: AgentRequest) -> AgentResponse: ...
+    async def cni_del(self, request: AgentRequest) -> AgentResponse: ...
+    async def cni_check(self, request: AgentRequest) -> AgentResponse: ...
+
+
 @dataclass(frozen=True)
 class EnrolledPod:
     uid: str
@@ -70,8 +82,9 @@ class Agent:
     """Handles plugin requests; one writer (`handle`) for the enrolled-pod table."""
 
     def __init__(self, decide: Decide = enroll_all, max_threads: int = 4,
-                 zds: ZdsServer | None = None) -> None:
+                 zds: ZdsServer | None = None, pods: PodService | None = None) -> None:
         self._decide = decide
+        self._service = pods
         self._zds = zds
         self._limiter = trio.CapacityLimiter(max_threads)
         self._netns_locks: dict[str, trio.Lock] = {}
@@ -82,6 +95,10 @@ class Agent:
         lock = self._netns_locks.setdefault(request.netns, trio.Lock())
         try:
             async with lock:  # one operation per pod netns at a time
+                if self._service is not None and request.op in ("add", "del", "check"):
+                    handler = {"add": self._service.cni_add, "del": self._service.cni_del,
+                               "check": self._service.cni_check}[request.op]
+                    return await handler(request)
                 if request.op == "add":
                     return await self._add(request)
                 if request.op == "del":

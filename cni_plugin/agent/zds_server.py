@@ -12,14 +12,20 @@ Invariants: what may flow when is decided by `meshcore.zds.session.ZdsSession` (
 connection); one task (the connection's reader) reads each socket and forwards acks to the
 waiting request; a datagram nobody asked for, or anything `ZdsProtocolError` rejects, closes that
 connection (fds that came with it are closed too); every request waits at most `ACK_TIMEOUT`.
-The server owns a dup of each pod's netns fd until the pod is deleted.
+The server owns a dup of each pod's netns fd until the pod is deleted. A snapshot and the
+registration of a pod (`add_workload` / `del_workload`) exclude each other (`_snapshot_lock`),
+so a pod added or deleted while a ztunnel is receiving its snapshot is either in that snapshot
+or sent to that ztunnel afterwards, never lost. `on_snapshot(acks)` (optional) learns, after
+each completed snapshot, which pod uids ztunnel acked (`Ack.ok`) or NACKed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import trio
@@ -57,8 +63,13 @@ class _Connection:
                 await send_datagram_async(self.sock, self.session.send(message), fds)
                 with trio.move_on_after(ACK_TIMEOUT):
                     return await self.acks[1].receive()
+                # Acks correlate by order only: a late ack would answer the next request.
+                # Drop the connection (the reader sees EOF); ztunnel reconnects and resyncs.
+                self.closed = True
+                with contextlib.suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_RDWR)
                 raise ZtunnelUnavailable(f"ztunnel did not ack {type(message).__name__} "
-                                         f"within {ACK_TIMEOUT:g} s")
+                                         f"within {ACK_TIMEOUT:g} s; connection dropped")
             except (OSError, trio.EndOfChannel, codec.ZdsError) as exc:
                 raise ZtunnelUnavailable(f"ztunnel connection lost: {exc}") from None
 
@@ -66,9 +77,17 @@ class _Connection:
 class ZdsServer:
     """Known pods and live ztunnel connections; the one writer of both."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_snapshot: Callable[[Mapping[str, codec.Ack]], None] | None = None,
+                 ) -> None:
         self._pods: dict[str, tuple[codec.AddWorkload, int]] = {}
         self._connections: list[_Connection] = []
+        self._snapshot_lock = trio.Lock()
+        self._on_snapshot = on_snapshot
+
+    @property
+    def known_uids(self) -> frozenset[str]:
+        """Pods the next snapshot would carry."""
+        return frozenset(self._pods)
 
     @property
     def connected(self) -> int:
@@ -76,21 +95,30 @@ class ZdsServer:
 
     async def add_workload(self, add: codec.AddWorkload, netns_fd: int) -> codec.Ack:
         """Remember the pod (dup of `netns_fd`) and send it to the newest ztunnel."""
-        old = self._pods.pop(add.uid, None)
-        if old is not None:
-            os.close(old[1])
-        self._pods[add.uid] = (add, os.dup(netns_fd))
-        if not self._connections:
-            raise ZtunnelUnavailable("no ztunnel is connected to the ZDS socket; is ztunnel "
-                                     "running on this node?")
-        return await self._connections[-1].request(add, [self._pods[add.uid][1]])
+        async with self._snapshot_lock:
+            old = self._pods.pop(add.uid, None)
+            if old is not None:
+                os.close(old[1])
+            fd = os.dup(netns_fd)
+            self._pods[add.uid] = (add, fd)
+            if not self._connections:
+                raise ZtunnelUnavailable("no ztunnel is connected to the ZDS socket; is ztunnel "
+                                         "running on this node?")
+            conn = self._connections[-1]
+            fd = os.dup(fd)  # ours: the registered one may be closed by a del meanwhile
+        try:
+            return await conn.request(add, [fd])
+        finally:
+            os.close(fd)
 
     async def del_workload(self, uid: str) -> None:
         """Forget the pod and tell every connected ztunnel (best effort)."""
-        old = self._pods.pop(uid, None)
-        if old is not None:
-            os.close(old[1])
-        for conn in list(self._connections):
+        async with self._snapshot_lock:
+            old = self._pods.pop(uid, None)
+            if old is not None:
+                os.close(old[1])
+            connections = list(self._connections)
+        for conn in connections:
             try:
                 await conn.request(codec.DelWorkload(uid), [])
             except ZtunnelUnavailable as exc:
@@ -101,10 +129,15 @@ class ZdsServer:
         try:
             with trio.fail_after(HELLO_TIMEOUT):
                 conn.session.receive(*_count(await _recv(sock)))
-            for add, fd in list(self._pods.values()):
-                await self._snapshot_step(conn, add, [fd])
-            await self._snapshot_step(conn, codec.SnapshotSent(), [])
-            self._connections.append(conn)
+            acks: dict[str, codec.Ack] = {}
+            async with self._snapshot_lock:
+                for add, fd in list(self._pods.values()):
+                    acks[add.uid] = await self._snapshot_step(conn, add, [fd])
+                await self._snapshot_step(conn, codec.SnapshotSent(), [])
+                self._connections.append(conn)
+            log.info("ZDS snapshot of %d pod(s) sent to ztunnel", len(acks))
+            if self._on_snapshot is not None:
+                self._on_snapshot(acks)
             await self._read_acks(conn)
         except (codec.ZdsProtocolError, trio.TooSlowError, ConnectionError, EOFError) as exc:
             log.warning("closing ZDS connection: %s", exc or type(exc).__name__)
@@ -116,12 +149,14 @@ class ZdsServer:
             sock.close()
 
     async def _snapshot_step(self, conn: _Connection, message: codec.Request,
-                             fds: list[int]) -> None:
+                             fds: list[int]) -> codec.Ack:
         await send_datagram_async(conn.sock, conn.session.send(message), fds)
         with trio.fail_after(ACK_TIMEOUT):
             ack = conn.session.receive(*_count(await _recv(conn.sock)))
-        if isinstance(ack, codec.Ack) and not ack.ok:
+        assert isinstance(ack, codec.Ack)  # the session admits only acks here
+        if not ack.ok:
             log.warning("ztunnel NACKed %s during snapshot: %s", type(message).__name__, ack.error)
+        return ack
 
     async def _read_acks(self, conn: _Connection) -> None:
         while True:
