@@ -28,12 +28,12 @@ from meshcore.admin import serve_admin
 from meshcore.admin.jsonable import to_jsonable
 from meshcore.grpc_bridge import AsyncioBridge, open_asyncio_bridge
 from meshcore.protos.envoy.config.core.v3 import Node
+from meshcore.workload_identity.ca_client import CaClient, CaClientConfig
+from meshcore.workload_identity.manager import CertificateManager
 from meshcore.xds.client import tcp_channel
 from ztunnel.admin import AdminView, admin_routes, metrics_routes, readiness_routes
 from ztunnel.config import ZtunnelConfig
 from ztunnel.config_client import ConfigClient
-from ztunnel.identity.ca_client import CaClient, CaClientConfig
-from ztunnel.identity.manager import CertificateManager
 
 log = logging.getLogger("ztunnel")
 

@@ -24,14 +24,14 @@ from istiod_lite.ca.service import CertificateService
 from meshcore import pki
 from meshcore.grpc_bridge import open_asyncio_bridge
 from meshcore.identity import SpiffeId
+from meshcore.workload_identity.ca_client import CaClient, CaClientConfig
+from meshcore.workload_identity.manager import CertificateManager
 from ztunnel.errors import (
     CaUnavailableError,
     CertificateRefusedError,
     CertificateUnavailableError,
-    ZtunnelConfigError,
+    WorkloadIdentityConfigError,
 )
-from ztunnel.identity.ca_client import CaClient, CaClientConfig
-from ztunnel.identity.manager import CertificateManager
 
 pytestmark = pytest.mark.trio
 
@@ -154,7 +154,7 @@ async def test_missing_token_file_is_a_config_error(tmp_path: Path) -> None:
             root_cert_path=tmp_path / "root-cert.pem", token_path=tmp_path / "no-such-token"
         )
         client = CaClient(cfg, bridge)
-        with pytest.raises(ZtunnelConfigError, match="no-such-token"):
+        with pytest.raises(WorkloadIdentityConfigError, match="no-such-token"):
             await client.fetch_certificate(ALICE, pki.build_csr(pki.new_private_key(), ALICE))
 
 

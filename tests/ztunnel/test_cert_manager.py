@@ -12,8 +12,8 @@ from trio.testing import MockClock
 
 from meshcore import pki
 from meshcore.identity import SpiffeId
+from meshcore.workload_identity.manager import CertificateManager
 from ztunnel.errors import CertificateRefusedError, CertificateUnavailableError
-from ztunnel.identity.manager import CertificateManager
 
 pytestmark = pytest.mark.trio
 

@@ -15,8 +15,8 @@ to the CA, trusting the root file, verifying `server_name`) is opened on first u
 Hands back the chain (leaf first, root last) after checking the leaf's identity is the one
 asked for. Errors, all carrying the identity: `CertificateRefusedError` (the CA said no:
 INVALID_ARGUMENT / UNAUTHENTICATED / PERMISSION_DENIED), `CaUnavailableError` (network, TLS,
-timeouts, other statuses), `CaResponseError` (a wrong answer), `ZtunnelConfigError` (token or
-root file unreadable).
+timeouts, other statuses), `CaResponseError` (a wrong answer), `WorkloadIdentityConfigError`
+(token or root file unreadable).
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ from meshcore import pki
 from meshcore.grpc_bridge import AsyncioBridge
 from meshcore.identity import SpiffeId
 from meshcore.protos.istio.v1.auth import IstioCertificateRequest, IstioCertificateServiceStub
-from ztunnel.errors import (
+from meshcore.workload_identity.errors import (
     CaResponseError,
     CaUnavailableError,
     CertificateRefusedError,
-    ZtunnelConfigError,
+    WorkloadIdentityConfigError,
 )
 
 DEFAULT_CA_PORT = 15012
@@ -147,7 +147,7 @@ def _client_ssl_context(root_pem: str, config: CaClientConfig) -> ssl.SSLContext
     try:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=root_pem)
     except (ssl.SSLError, ValueError) as exc:
-        raise ZtunnelConfigError(
+        raise WorkloadIdentityConfigError(
             f"CA root certificate {config.root_cert_path} is not usable PEM: {exc}"
         ) from exc
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -174,4 +174,4 @@ async def _read_text(path: Path, what: str) -> str:
     try:
         return await trio.Path(path).read_text()
     except OSError as exc:
-        raise ZtunnelConfigError(f"cannot read {what} file {path}: {exc}") from exc
+        raise WorkloadIdentityConfigError(f"cannot read {what} file {path}: {exc}") from exc

@@ -37,7 +37,7 @@ import trio
 from meshcore import pki
 from meshcore.identity import SpiffeId
 from meshcore.tlsconfig import WorkloadCredentials
-from ztunnel.errors import CaResponseError, CertificateUnavailableError
+from meshcore.workload_identity.errors import CaResponseError, CertificateUnavailableError
 
 log = logging.getLogger(__name__)
 
