@@ -27,8 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="watch the Kubernetes API (in-cluster or KUBECONFIG) instead")
     parser.add_argument("--namespace", action="append", default=[], metavar="NS",
                         help="with --kubernetes: watch only these namespaces (default: all)")
-    parser.add_argument("--ca-dir", type=Path, required=True, metavar="DIR",
+    parser.add_argument("--ca-dir", type=Path, metavar="DIR",
                         help="where the root CA lives (created on first start)")
+    parser.add_argument("--ca-cert", type=Path, metavar="FILE",
+                        help="root CA certificate to use instead of --ca-dir (a mounted Secret)")
+    parser.add_argument("--ca-key", type=Path, metavar="FILE", help="its private key")
+    parser.add_argument("--ready", metavar="HOST:PORT",
+                        help="serve GET /ready here (200 once config is served)")
     parser.add_argument("--tokens", type=Path, metavar="FILE",
                         help="YAML list of bearer tokens: {token, node} or {token, identity}")
     parser.add_argument("--listen", default="0.0.0.0:15012", metavar="HOST:PORT",
@@ -64,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, _, port = args.listen.rpartition(":")
+    ready_host, _, ready_port = (args.ready or "").rpartition(":")
+    if args.ca_dir is None and (args.ca_cert is None or args.ca_key is None):
+        print("istiod-lite: give --ca-dir DIR, or both --ca-cert FILE and --ca-key FILE",
+              file=sys.stderr)
+        return 2
     if (args.manifests is None) == (not args.kubernetes):
         print("istiod-lite: give exactly one config source: --manifests DIR or --kubernetes",
               file=sys.stderr)
@@ -74,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         mesh=MeshConfig(trust_domain=args.trust_domain, root_namespace=args.root_namespace,
                         cluster_id=args.cluster_id),
         dns_names=args.dns_name, ip_addresses=args.ip, root_cert_out=args.root_cert_out,
+        ca_cert=args.ca_cert, ca_key=args.ca_key,
+        ready_address=(ready_host or "0.0.0.0", int(ready_port)) if args.ready else None,
     )
     try:
         asyncio.run(_run_kubernetes(config, args.namespace) if args.kubernetes else run(config))

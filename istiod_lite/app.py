@@ -25,11 +25,13 @@ from pathlib import Path
 
 from istiod_lite.ca.authority import CertificateAuthority
 from istiod_lite.ca.authz import StaticTokenTable, TokenAuthenticator
-from istiod_lite.ca.roots import load_or_create_root
+from istiod_lite.ca.roots import load_or_create_root, load_root_files
 from istiod_lite.ca.server import RunningCa, serve_grpc
 from istiod_lite.ca.service import CertificateService
 from istiod_lite.config import ManifestFolderSource
 from istiod_lite.config.source import ConfigSnapshot, ConfigSource
+from istiod_lite.errors import CaConfigError
+from istiod_lite.readiness import serve_readiness
 from istiod_lite.tokens import load_token_table
 from istiod_lite.translate import MeshConfig, translate
 from istiod_lite.xds import XdsServer
@@ -42,7 +44,7 @@ log = logging.getLogger("istiod_lite")
 @dataclasses.dataclass(frozen=True)
 class IstiodConfig:
     manifests: Path | None
-    ca_dir: Path
+    ca_dir: Path | None
     tokens_file: Path | None = None
     host: str = "0.0.0.0"
     port: int = 15012
@@ -50,6 +52,10 @@ class IstiodConfig:
     dns_names: Sequence[str] = ()
     ip_addresses: Sequence[str] = ()
     root_cert_out: Path | None = None
+    # A root provided from outside (a mounted Secret) instead of one kept in ca_dir.
+    ca_cert: Path | None = None
+    ca_key: Path | None = None
+    ready_address: tuple[str, int] | None = None
 
 
 class ModelPlacement:
@@ -101,7 +107,12 @@ async def run(
     on_ready: Callable[[RunningIstiod], None] | None = None,
 ) -> None:
     """Serve until cancelled. `on_ready` is called once the first snapshot is being served."""
-    root = load_or_create_root(config.ca_dir, trust_domain=config.mesh.trust_domain)
+    if config.ca_cert is not None and config.ca_key is not None:
+        root = load_root_files(config.ca_cert, config.ca_key)
+    elif config.ca_dir is not None:
+        root = load_or_create_root(config.ca_dir, trust_domain=config.mesh.trust_domain)
+    else:
+        raise CaConfigError("istiod-lite needs a CA root: --ca-dir DIR or --ca-cert/--ca-key")
     authority = CertificateAuthority(root, trust_domain=config.mesh.trust_domain)
     if config.root_cert_out is not None:
         config.root_cert_out.parent.mkdir(parents=True, exist_ok=True)
@@ -118,6 +129,10 @@ async def run(
         dns_names=config.dns_names, ip_addresses=config.ip_addresses,
     )
     running = RunningIstiod(grpc, xds, ca, placement)
+    served_once = False
+    readiness = None
+    if config.ready_address is not None:
+        readiness = await serve_readiness(*config.ready_address, lambda: served_once)
     log.info("istiod-lite serving xDS and CA on %s:%d (trust domain %s)",
              config.host, grpc.port, config.mesh.trust_domain)
     try:
@@ -126,6 +141,7 @@ async def run(
             apply_snapshot(running, snapshot, config.mesh)
             if first:
                 first = False
+                served_once = True
                 model = snapshot.model
                 log.info("first config snapshot served: %d pods, %d services, %d policies",
                          len(model.of_kind("Pod")), len(model.of_kind("Service")),
@@ -133,6 +149,8 @@ async def run(
                 if on_ready is not None:
                     on_ready(running)
     finally:
+        if readiness is not None:
+            readiness.close()
         xds.close()
         grpc.close()
         await asyncio.shield(grpc.wait_closed())

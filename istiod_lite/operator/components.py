@@ -30,6 +30,7 @@ ZDS_SYNCED_ANNOTATION = f"{GROUP}/zds-synced"
 # -- istiod_lite (control plane) -------------------------------------------------------------
 ISTIOD_NAME = "istiod-lite"
 ISTIOD_GRPC_PORT = 15012  # xDS (workload API) + CA, TLS
+ROOT_CERT_DIR = "/var/run/secrets/istio"  # ztunnel's root-cert.pem, as Istio mounts it
 ISTIOD_READY_PORT = 15021  # GET /ready
 CA_SECRET_NAME = "istio-ca-secret"
 CA_CERT_KEY = "ca-cert.pem"
@@ -80,13 +81,14 @@ def istiod_address(namespace: str) -> str:
 
 
 def istiod_command(*, namespace: str, trust_domain: str, log_level: str) -> list[str]:
-    """`istiod-lite serve`: Kubernetes config source, xDS + CA on 15012, CA root from the Secret."""
-    return ["istiod-lite", "serve",
-            "--config-source", "kubernetes",
-            "--system-namespace", namespace,
+    """`istiod-lite`: Kubernetes config source, xDS + CA on 15012, CA root from the Secret."""
+    return ["istiod-lite",
+            "--kubernetes",
+            "--root-namespace", namespace,
             "--trust-domain", trust_domain,
-            "--grpc-port", str(ISTIOD_GRPC_PORT),
-            "--ready-port", str(ISTIOD_READY_PORT),
+            "--listen", f"0.0.0.0:{ISTIOD_GRPC_PORT}",
+            "--dns-name", f"{ISTIOD_NAME}.{namespace}.svc",
+            "--ready", f"0.0.0.0:{ISTIOD_READY_PORT}",
             "--ca-cert", f"{CA_MOUNT}/{CA_CERT_KEY}",
             "--ca-key", f"{CA_MOUNT}/{CA_KEY_KEY}",
             "--log-level", log_level]
@@ -99,10 +101,12 @@ def ztunnel_command(*, namespace: str, trust_domain: str, log_level: str) -> lis
             "--ca-address", istiod_address(namespace),
             "--trust-domain", trust_domain,
             "--token-file", TOKEN_FILE,
+            "--root-cert", f"{ROOT_CERT_DIR}/root-cert.pem",
+            "--istiod-server-name", f"{ISTIOD_NAME}.{namespace}.svc",
             "--zds-socket", ZDS_SOCKET,
-            "--admin-port", str(ZTUNNEL_ADMIN_PORT),
-            "--metrics-port", str(ZTUNNEL_METRICS_PORT),
-            "--readiness-port", str(ZTUNNEL_READY_PORT),
+            "--admin", f"127.0.0.1:{ZTUNNEL_ADMIN_PORT}",
+            "--metrics", f"0.0.0.0:{ZTUNNEL_METRICS_PORT}",
+            "--readiness", f"0.0.0.0:{ZTUNNEL_READY_PORT}",
             "--log-level", log_level]
 
 

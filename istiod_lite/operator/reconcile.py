@@ -155,12 +155,18 @@ def ztunnel_objects(mesh: MeshSpec, owner: Owner) -> list[Manifest]:
                         "volumeMounts": [
                             {"name": "cni-ztunnel-sock-dir", "mountPath": c.ZDS_HOST_DIR},
                             {"name": "istio-token", "mountPath": c.TOKEN_DIR},
+                            {"name": "istio-root", "mountPath": c.ROOT_CERT_DIR,
+                             "readOnly": True},
                             {"name": "tmp", "mountPath": "/tmp"}],
                     }],
                     "volumes": [
                         {"name": "cni-ztunnel-sock-dir",
                          "hostPath": {"path": c.ZDS_HOST_DIR, "type": "DirectoryOrCreate"}},
                         _token_volume(),
+                        # Only the root certificate of the CA Secret, never its key.
+                        {"name": "istio-root", "secret": {
+                            "secretName": c.CA_SECRET_NAME,
+                            "items": [{"key": c.CA_CERT_KEY, "path": "root-cert.pem"}]}},
                         {"name": "tmp", "emptyDir": {}}],
                 },
             },

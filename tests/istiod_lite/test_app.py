@@ -142,3 +142,37 @@ async def test_xds_client_receives_model_and_follows_edits(tmp_path: Path) -> No
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+@pytest.mark.asyncio
+async def test_readiness_endpoint_turns_green_after_first_snapshot(tmp_path: Path) -> None:
+    """GET /ready answers 200 once istiod-lite serves its first snapshot; other paths 404."""
+    import dataclasses
+    import socket as socket_module
+
+    with socket_module.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        ready_port = s.getsockname()[1]
+    manifests = tmp_path / "m"
+    manifests.mkdir()
+    (manifests / "shop.yaml").write_text(MANIFESTS)
+    config = IstiodConfig(manifests=manifests, ca_dir=tmp_path / "ca", host="127.0.0.1", port=0,
+                          ready_address=("127.0.0.1", ready_port))
+    ready: asyncio.Future[RunningIstiod] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run(dataclasses.replace(config), on_ready=ready.set_result))
+    try:
+        await asyncio.wait_for(asyncio.shield(ready), 10)
+
+        async def get(path: str) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", ready_port)
+            writer.write(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+            data = await reader.read()
+            writer.close()
+            return data
+
+        assert (await get("/ready")).startswith(b"HTTP/1.1 200")
+        assert (await get("/nope")).startswith(b"HTTP/1.1 404")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -46,7 +46,7 @@ async def test_mesh_creates_control_plane_ztunnel_and_cni(cluster, operator):
     dep = stored(cluster, "Deployment", f.NS, "istiod-lite")
     container = dep["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "ambient-py/ambient-py:0.3.0"
-    assert container["command"][:2] == ["istiod-lite", "serve"]
+    assert container["command"][:2] == ["istiod-lite", "--kubernetes"]
     zt = stored(cluster, "DaemonSet", f.NS, "ztunnel")
     assert zt["spec"]["updateStrategy"] == {"type": "OnDelete"}
     zt_pod = zt["spec"]["template"]["spec"]
