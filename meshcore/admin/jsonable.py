@@ -19,12 +19,12 @@ _SECRET_FIELDS = frozenset({"key_pem", "private_key"})
 
 
 def to_jsonable(value: Any) -> Any:
+    if isinstance(value, enum.Enum):  # before int: IntEnums read better by name
+        return value.name
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, SpiffeId):
         return value.uri
-    if isinstance(value, enum.Enum):
-        return value.name
     if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address
                   | ipaddress.IPv4Network | ipaddress.IPv6Network):
         return str(value)
