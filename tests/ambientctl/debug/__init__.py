@@ -1,0 +1,1 @@
+"""Tests of ambientctl debugging commands (ztunnel-config, why, analyze)."""

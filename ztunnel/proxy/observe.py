@@ -1,0 +1,93 @@
+"""One connection's telemetry: Istio TCP metrics (optional) and ztunnel's access-log lines.
+
+Who calls it: the three handlers. `Observation.start(...)` when the connection's destination is
+known (counts `istio_tcp_connections_opened_total`, logs `connection opened` at DEBUG);
+`finish(...)` exactly once at the end with the bytes moved, the outcome flags, the error and
+the authorization decision (counts closed/failed and bytes, logs `connection complete`).
+Early failures before anything is known go to `failed(...)` (`connection failed`, WARN).
+It hands to `meshcore.telemetry` (labels, recorders, access log) and nothing else.
+
+Invariants: `finish` is idempotent (the first call wins); durations use trio's clock.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from meshcore.authz import Decision
+from meshcore.telemetry import ConnectionEntry, ConnectionRecorder, TrafficLabels
+from meshcore.telemetry.labels import ResponseFlags
+from ztunnel.proxy.context import ProxyContext
+
+
+class Observation:
+    """Telemetry of one connection (see the module docstring)."""
+
+    def __init__(
+        self,
+        ctx: ProxyContext,
+        labels: TrafficLabels,
+        *,
+        src_addr: str,
+        dst_addr: str,
+        dst_hbone_addr: str | None = None,
+        trace_id: str | None = None,
+    ) -> None:
+        self._ctx = ctx
+        self._labels = labels
+        self._src_addr = src_addr
+        self._dst_addr = dst_addr
+        self._dst_hbone_addr = dst_hbone_addr
+        self._trace_id = trace_id
+        self._started = trio.current_time()
+        self._recorder: ConnectionRecorder | None = None
+        self._done = False
+
+    @classmethod
+    def start(cls, ctx: ProxyContext, labels: TrafficLabels, **kwargs: str | None) -> Observation:
+        obs = cls(ctx, labels, **kwargs)  # type: ignore[arg-type]
+        if ctx.metrics is not None:
+            obs._recorder = ctx.metrics.open(labels)
+        ctx.access_log.connection_opened(obs._entry(labels))
+        return obs
+
+    def finish(
+        self,
+        *,
+        client_to_server: int = 0,
+        server_to_client: int = 0,
+        error: str | None = None,
+        response_flags: str = ResponseFlags.NONE,
+        decision: Decision | None = None,
+    ) -> None:
+        if self._done:
+            return
+        self._done = True
+        labels = self._labels.with_outcome(response_flags)
+        if self._recorder is not None:
+            self._recorder.add_bytes(client_to_server, server_to_client)
+            labels = self._recorder.close(response_flags)
+        entry = self._entry(
+            labels,
+            client_to_server=client_to_server,
+            server_to_client=server_to_client,
+            error=error,
+            decision=decision,
+        )
+        self._ctx.access_log.connection_complete(entry)
+
+    def _entry(self, labels: TrafficLabels, **extra: object) -> ConnectionEntry:
+        return ConnectionEntry(
+            labels=labels,
+            src_addr=self._src_addr,
+            dst_addr=self._dst_addr,
+            dst_hbone_addr=self._dst_hbone_addr,
+            duration_ms=(trio.current_time() - self._started) * 1000,
+            trace_id=self._trace_id,
+            **extra,  # type: ignore[arg-type]
+        )
+
+
+def failed(ctx: ProxyContext, src_addr: str, dst_addr: str, direction: str, error: str) -> None:
+    """`connection failed` (WARN): an early failure, before the destination is known."""
+    ctx.access_log.connection_failed(src_addr, dst_addr, direction, error)
