@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pod-name", default=env("POD_NAME", "ztunnel"))
     p.add_argument("--pod-namespace", default=env("POD_NAMESPACE", "istio-system"))
     p.add_argument("--instance-ip", default=env("INSTANCE_IP", "127.0.0.1"))
+    p.add_argument("--access-log-format", default=env("LOG_FORMAT", "text"),
+                   choices=["text", "json"], help="access log lines as key=value or JSON")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"])
     return p
@@ -67,6 +69,7 @@ def config_from_args(args: argparse.Namespace) -> ZtunnelConfig:
         metrics_address=parse_host_port(args.metrics, 15020),
         readiness_address=parse_host_port(args.readiness, 15021),
         pod_name=args.pod_name, pod_namespace=args.pod_namespace, instance_ip=args.instance_ip,
+        access_log_format=args.access_log_format,
     )
 
 

@@ -28,12 +28,18 @@ from meshcore.admin import serve_admin
 from meshcore.admin.jsonable import to_jsonable
 from meshcore.grpc_bridge import AsyncioBridge, open_asyncio_bridge
 from meshcore.protos.envoy.config.core.v3 import Node
+from meshcore.telemetry.access_log import AccessLog
+from meshcore.telemetry.metrics import MeshMetrics
 from meshcore.workload_identity.ca_client import CaClient, CaClientConfig
 from meshcore.workload_identity.manager import CertificateManager
 from meshcore.xds.client import tcp_channel
 from ztunnel.admin import AdminView, admin_routes, metrics_routes, readiness_routes
 from ztunnel.config import ZtunnelConfig
 from ztunnel.config_client import ConfigClient
+from ztunnel.inpod.netns import NetnsSocketFactory
+from ztunnel.inpod.workload_manager import WorkloadManager, WorkloadManagerConfig
+from ztunnel.proxy.context import ProxyContext, ProxySettings
+from ztunnel.proxy.pod_proxy import pod_proxy_factory
 
 log = logging.getLogger("ztunnel")
 
@@ -72,13 +78,26 @@ class Ztunnel:
             bridge,
         )
         self.certificates = CertificateManager(self.ca_client.fetch_certificate)
-        self.pod_source: Any = None  # the in-pod workload manager, when ZDS is on
+        self.metrics = MeshMetrics("ztunnel")
+        self.netns_sockets = NetnsSocketFactory()
+        self.pod_source: WorkloadManager | None = None
+        if config.zds_socket is not None:
+            context = ProxyContext(
+                config=self.config_client, certificates=self.certificates,
+                metrics=self.metrics.tcp, access_log=AccessLog(config.access_log_format),
+                settings=ProxySettings(trust_domain=config.trust_domain),
+            )
+            self.pod_source = WorkloadManager(
+                pod_proxy_factory(context), self.netns_sockets,
+                WorkloadManagerConfig(socket_path=str(config.zds_socket)),
+            )
+            self.metrics.watch_workload_manager(self.pod_source.statistics)
         self.admin_port = self.metrics_port = self.readiness_port = 0  # bound ports
 
     def ready(self) -> tuple[bool, str]:
         if not self.config_client.current().synced_types:
             return False, "waiting for the first configuration from istiod (xDS)"
-        if self.pod_source is not None and not self.pod_source.is_ready():
+        if self.pod_source is not None and not self.pod_source.ready:
             return False, "waiting for the node agent's snapshot of pods (ZDS)"
         return True, ""
 
@@ -98,14 +117,21 @@ class Ztunnel:
         return {"address": f"{host}:{port}",
                 "statistics": to_jsonable(self.config_client.statistics())}
 
+    def pods_dump(self) -> list[dict[str, Any]]:
+        if self.pod_source is None:
+            return []
+        return [{"uid": uid, **to_jsonable(state)}
+                for uid, state in sorted(self.pod_source.pods().items())]
+
     def admin_view(self) -> AdminView:
         return AdminView(
             node=self.config.node_name,
             snapshot=self.config_client.current,
             certificates=self.certificate_dump,
             xds=self.xds_dump,
-            pods=lambda: self.pod_source.dump() if self.pod_source is not None else [],
+            pods=self.pods_dump,
             ready=self.ready,
+            metrics_text=self.metrics.render,
         )
 
 
@@ -119,6 +145,8 @@ async def run(
         zt = Ztunnel(config, bridge)
         await nursery.start(zt.config_client.run, bridge)
         await nursery.start(zt.certificates.run)
+        if zt.pod_source is not None:
+            await nursery.start(zt.pod_source.run)
         view = zt.admin_view()
         zt.admin_port = await nursery.start(serve_admin, admin_routes(view), *config.admin_address)
         zt.metrics_port = await nursery.start(
@@ -133,3 +161,5 @@ async def run(
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await zt.ca_client.aclose()
+            zt.netns_sockets.close()
+            zt.metrics.shutdown()

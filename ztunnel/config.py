@@ -28,6 +28,7 @@ class ZtunnelConfig:
     pod_name: str = "ztunnel"
     pod_namespace: str = "istio-system"
     instance_ip: str = "127.0.0.1"
+    access_log_format: str = "text"  # or "json" (ztunnel's LOG_FORMAT)
 
     @property
     def xds_node_id(self) -> str:

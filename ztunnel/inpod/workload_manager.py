@@ -111,6 +111,11 @@ class WorkloadManager:
             if proxies is not None:
                 proxies.close_all_fds()
 
+    @property
+    def ready(self) -> bool:
+        """True once the first snapshot from the agent has been processed."""
+        return self._ready.is_set()
+
     async def wait_ready(self) -> None:
         """Return once the first snapshot from the agent has been processed."""
         await self._ready.wait()
