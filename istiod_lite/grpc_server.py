@@ -12,12 +12,13 @@ from __future__ import annotations
 import weakref
 from collections.abc import Sequence
 
+from grpclib._typing import IServable
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
 
 class ClosingServer(Server):
-    def __init__(self, services: Sequence[object]) -> None:
+    def __init__(self, services: Sequence[IServable]) -> None:
         super().__init__(services)
         self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
 

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Sequence
 from types import TracebackType
 
+from grpclib._typing import IServable
 from grpclib.server import Server
 
 from istiod_lite.ca.authority import ISTIOD_DNS_NAME, CertificateAuthority, ServingCertificate
@@ -80,7 +81,7 @@ async def serve_ca(
 
 
 async def serve_grpc(
-    services: Sequence[object],
+    services: Sequence[IServable],
     authority: CertificateAuthority,
     *,
     host: str = "0.0.0.0",

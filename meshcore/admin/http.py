@@ -100,7 +100,7 @@ async def _read_request(conn: h11.Connection, stream: trio.abc.Stream) -> AdminR
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
-            data = await stream.receive_some(16 * 1024)
+            data = bytes(await stream.receive_some(16 * 1024))
             conn.receive_data(data)
             if not data and conn.their_state is h11.IDLE:
                 return None

@@ -32,10 +32,11 @@ from typing import Any
 import yaml
 
 from meshcore.model import pod_status
+from meshcore.model.core import ModelObject
 from meshcore.model.diagnostics import Diagnostic
 from meshcore.model.errors import InvalidObjectError
 from meshcore.model.parse import identify, parse_object
-from meshcore.model.snapshot import ClusterModel, ModelObject
+from meshcore.model.snapshot import ClusterModel
 
 ObjKey = tuple[str, str, str]  # (kind, namespace, name)
 Stamp = tuple[int, int, int]  # (mtime_ns, size, inode)

@@ -63,10 +63,14 @@ class XdsTermination:
 class WorkloadManagerStats(Protocol):
     """What `watch_workload_manager` reads (ztunnel's `WorkloadManagerStatistics` has it)."""
 
-    active_proxy_count: int
-    pending_proxy_count: int
-    proxies_started_total: int
-    proxies_stopped_total: int
+    @property
+    def active_proxy_count(self) -> int: ...
+    @property
+    def pending_proxy_count(self) -> int: ...
+    @property
+    def proxies_started_total(self) -> int: ...
+    @property
+    def proxies_stopped_total(self) -> int: ...
 
 
 class _PullReader(MetricReader):
