@@ -1,6 +1,8 @@
 """Loopback throughput of our HBONE pair: TCP source -> HBONE client -> HBONE server -> TCP sink.
 
-Run: `python -m bench.hbone_loopback [--seconds 5] [--streams 1] [--profile client|server]`.
+Run: `python -m bench.hbone_loopback [--seconds 5] [--streams 1] [--profile client|server]`;
+`--pingpong N` measures N 64-byte round trips (p50/p99, `bench.pingpong`) instead of iperf3,
+with each proxy's CPU per round trip; `PROFILE_TOP=N` sets how many profile rows are printed.
 
 Topology (all on 127.0.0.1, no namespaces needed): iperf3 server (the sink, port 5201); our
 HBONE server proxy process (mTLS on an ephemeral port, relays each CONNECT to the sink); our
@@ -169,13 +171,21 @@ def _python_source(port: int, seconds: float) -> float:
     return sent * 8 / elapsed / 1e9
 
 
-def measure(seconds: float, streams: int, profile: str | None, use_iperf: bool) -> float:
+def measure(
+    seconds: float, streams: int, profile: str | None, use_iperf: bool, pingpong: int = 0
+) -> float:
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="hbone-bench-"))
     procs: list[subprocess.Popen] = []  # type: ignore[type-arg]
     try:
         write_credentials(workdir)
         sink, hbone, listen = _free_port(), _free_port(), _free_port()
-        if use_iperf:
+        if pingpong:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "bench.pingpong", "serve", "--host", "127.0.0.1",
+                 "--port", str(sink)], stdout=subprocess.DEVNULL,
+                cwd=pathlib.Path(__file__).resolve().parent.parent,
+            ))
+        elif use_iperf:
             procs.append(subprocess.Popen(
                 ["iperf3", "-s", "-p", str(sink), "-B", "127.0.0.1"],
                 stdout=subprocess.DEVNULL,
@@ -192,6 +202,20 @@ def measure(seconds: float, streams: int, profile: str | None, use_iperf: bool) 
         roles = ("server", "client")
         cpu0 = {name: _cpu_seconds(p.pid) for name, p in zip(roles, procs[1:], strict=True)}
         busy0 = _machine_busy()
+        if pingpong:
+            out = subprocess.run(
+                [sys.executable, "-m", "bench.pingpong", "client", "--host", "127.0.0.1",
+                 "--port", str(listen), "--count", str(pingpong)],
+                check=True, capture_output=True, text=True,
+                cwd=pathlib.Path(__file__).resolve().parent.parent,
+            ).stdout
+            result = json.loads(out)
+            per_rt = {name: (_cpu_seconds(p.pid) - cpu0[name]) * 1e6 / (pingpong + 200)
+                      for name, p in zip(roles, procs[1:], strict=True)}
+            print(f"  round trip 64 B: p50 {result['p50_us']:.0f} us,"
+                  f" p99 {result['p99_us']:.0f} us; CPU-us per round trip: client proxy"
+                  f" {per_rt['client']:.0f}, server proxy {per_rt['server']:.0f}", flush=True)
+            return float(result["p50_us"])
         if use_iperf:
             out = subprocess.run(
                 ["iperf3", "-c", "127.0.0.1", "-p", str(listen), "-t", str(seconds),
@@ -224,7 +248,7 @@ def measure(seconds: float, streams: int, profile: str | None, use_iperf: bool) 
             prof = workdir / f"{profile}.prof"
             if prof.exists():
                 stats = pstats.Stats(str(prof))
-                stats.sort_stats("tottime").print_stats(25)
+                stats.sort_stats("tottime").print_stats(int(os.environ.get("PROFILE_TOP", "25")))
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -241,6 +265,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", choices=["client", "server"])
     parser.add_argument("--python-source", action="store_true", help="do not use iperf3")
+    parser.add_argument("--pingpong", type=int, default=0, metavar="N",
+                        help="measure N 64-byte round trips instead of throughput")
     args = parser.parse_args()
     if args.role:
         _run_role(args)
@@ -248,12 +274,15 @@ def main() -> None:
     use_iperf = shutil.which("iperf3") is not None and not args.python_source
     results = []
     for _ in range(args.repeat):
-        gbps = measure(args.seconds, args.streams, args.profile, use_iperf)
+        gbps = measure(args.seconds, args.streams, args.profile, use_iperf, args.pingpong)
         results.append(gbps)
+        if args.pingpong:
+            continue
         print(f"HBONE loopback ({'iperf3' if use_iperf else 'python'} source,"
               f" {args.streams} stream(s)): {gbps:.2f} Gbit/s", flush=True)
     results.sort()
-    print(f"median of {len(results)}: {results[len(results) // 2]:.2f} Gbit/s")
+    unit = "us p50" if args.pingpong else "Gbit/s"
+    print(f"median of {len(results)}: {results[len(results) // 2]:.2f} {unit}")
 
 
 def _run_role(args: argparse.Namespace) -> None:
@@ -266,13 +295,21 @@ def _run_role(args: argparse.Namespace) -> None:
         if profiler:
             profiler.enable()
         trio.run(coro_fn, *coro_args)
-    except KeyboardInterrupt:
-        pass
+    except BaseException as exc:  # measure() ends each child with SIGINT
+        if not _only_interrupts(exc):
+            raise
     finally:
         if profiler:
             profiler.disable()
             profiler.dump_stats(args.profile_out)
             os.sync()
+
+
+def _only_interrupts(exc: BaseException) -> bool:
+    """True if `exc` is KeyboardInterrupt, or a group (nursery) holding nothing else."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_interrupts(e) for e in exc.exceptions)
+    return isinstance(exc, KeyboardInterrupt)
 
 
 if __name__ == "__main__":

@@ -227,8 +227,12 @@ class HboneTrioConnection:
 
     # ----------------------------------------------------------------- I/O tasks
 
-    async def flush(self) -> None:
-        """Write everything the core has queued (one TLS batch per lock holder)."""
+    async def flush(self, *, checkpoint: bool = True) -> None:
+        """Write everything the core has queued (one TLS batch per lock holder).
+
+        With `checkpoint=False` a flush that never had to wait has no schedule point (for
+        callers that reach one right after; see `TlsStream.send_many`).
+        """
         lock = self._send_lock
         try:
             lock.acquire_nowait()  # uncontended: no extra scheduler round
@@ -238,9 +242,9 @@ class HboneTrioConnection:
             if self._closed:
                 raise ConnectionLostError(f"HBONE connection {self.label} is closed")
             bufs = self.core.data_to_send()
-            if bufs:
+            if bufs or self.tls.has_unsent:
                 try:
-                    await self.tls.send_many(bufs)
+                    await self.tls.send_many(bufs, checkpoint=checkpoint)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     self._fail(exc)
                     raise ConnectionLostError(
@@ -248,6 +252,26 @@ class HboneTrioConnection:
                     ) from exc
         finally:
             lock.release()
+
+    def try_flush_nowait(self) -> bool:
+        """Write what the core queued without waiting, if the TLS stream is idle.
+
+        True if everything reached the socket. False if it could not start (another task is
+        sending) or the socket was full: then the rest is encrypted but unsent and a later
+        `flush()` writes it first. Either way the core's buffers are no longer referenced.
+        """
+        if self._closed or self._send_lock.locked() or not self.tls.can_send_nowait:
+            return False
+        bufs = self.core.data_to_send()
+        if not bufs and not self.tls.has_unsent:
+            return True
+        try:
+            return self.tls.send_many_nowait(bufs)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._fail(exc)
+            raise ConnectionLostError(
+                f"HBONE connection {self.label} failed while sending: {exc!r}"
+            ) from exc
 
     async def _writer(self) -> None:
         while not self._closed:
@@ -277,7 +301,9 @@ class HboneTrioConnection:
                 raise
             for event in events:
                 self._dispatch(event)
-            if core.bytes_to_send():
+            # Control frames (WINDOW_UPDATE, PING ack, SETTINGS ack): written right here if
+            # the socket takes them without waiting, else by the writer task.
+            if core.bytes_to_send() and not self.try_flush_nowait():
                 self._wake_writer.set()
 
     def _dispatch(self, event: hbone.Event) -> None:

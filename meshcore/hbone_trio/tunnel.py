@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import operator
+import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,17 @@ if TYPE_CHECKING:
 
 # How long a send may wait on a peer that stops reading before the connection is declared dead.
 SEND_STALL_TIMEOUT = 20.0
+
+
+class DirectSink:
+    """A plain socket the reader may write a tunnel's DATA to directly (see `splice.py`)."""
+
+    __slots__ = ("last", "nbytes", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.nbytes = 0  # bytes the reader wrote directly
+        self.last = trio.current_time()  # when it last did
 
 
 class TunnelStream(trio.abc.HalfCloseableStream):
@@ -54,6 +66,9 @@ class TunnelStream(trio.abc.HalfCloseableStream):
         self._recv_busy = False
         self._send_busy = False
         self._responded = False
+        # Set by the splice relay (`splice.py`): the reader writes arriving DATA straight to
+        # this socket (non-blocking) while nothing is queued; see `_on_data`.
+        self._direct: DirectSink | None = None
 
     # -- events from the reader
 
@@ -61,6 +76,25 @@ class TunnelStream(trio.abc.HalfCloseableStream):
         if self._closed:
             self.conn.core.acknowledge_received_data(self.stream_id, len(data))
             return
+        sink = self._direct
+        if sink is not None and not self._queue:
+            # Splice fast path: no task hop. Whatever the socket does not take now is queued
+            # (in order, behind nothing) for the splice task, and stays unacknowledged, so
+            # flow control stops the peer while the socket is full.
+            try:
+                n = sink.sock.send(data)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                n = 0  # the splice task's own send reports the error
+                self._direct = None
+            if n:
+                sink.nbytes += n
+                sink.last = trio.current_time()
+                self.conn.core.acknowledge_received_data(self.stream_id, n)
+                if n == len(data):
+                    return
+                data = data[n:]
         self._queue.append(data)
         self._queued += len(data)
         self._lot.unpark_all()
@@ -163,21 +197,34 @@ class TunnelStream(trio.abc.HalfCloseableStream):
             self._recv_busy = False
 
     def _ack(self, n: int) -> None:
-        if n and not self.conn.closed:
-            self.conn.core.acknowledge_received_data(self.stream_id, n)
-            if self.conn.core.bytes_to_send():
-                self.conn._wake_writer.set()
+        conn = self.conn
+        if n and not conn.closed:
+            conn.core.acknowledge_received_data(self.stream_id, n)
+            if conn.core.bytes_to_send():
+                # The WINDOW_UPDATE goes out now if the socket takes it, else via the writer.
+                try:
+                    written = conn.try_flush_nowait()
+                except ConnectionLostError:
+                    return  # recorded on the connection; the next call on the stream raises
+                if not written:
+                    conn._wake_writer.set()
 
     # -- send
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._send_all(data, checkpoint=True)
+
+    async def _send_all(
+        self, data: bytes | bytearray | memoryview, *, checkpoint: bool
+    ) -> None:
+        """send_all; with checkpoint=False no schedule point unless it had to wait (splice)."""
         if self._send_busy:
             raise trio.BusyResourceError("another task is sending on this tunnel")
         self._send_busy = True
         try:
             # Schedule point: the flush's socket write, or the explicit one at the end.
             await trio.lowlevel.checkpoint_if_cancelled()
-            flushed = False
+            flushed = not checkpoint
             self._check_send()
             view = memoryview(data).cast("B") if not isinstance(data, memoryview) else data
             if view.ndim != 1 or view.itemsize != 1:
@@ -189,12 +236,15 @@ class TunnelStream(trio.abc.HalfCloseableStream):
                     n = core.send_data(self.stream_id, view)
                 except hbone.HboneError as exc:
                     raise self._error or self._core_error(exc) from exc
-                if n:
+                if n and self.conn.try_flush_nowait():
+                    # Encrypted and written without waiting (no shielded scope needed).
+                    view = view[n:]
+                elif n:
                     # The queued frames alias `view`: they must be written before we return,
                     # even if we are cancelled (bounded, so a stuck peer breaks the connection).
                     with trio.CancelScope(shield=True) as scope:
                         scope.deadline = trio.current_time() + SEND_STALL_TIMEOUT
-                        await self.conn.flush()
+                        await self.conn.flush(checkpoint=checkpoint)
                     flushed = True
                     if scope.cancelled_caught:
                         self.conn._fail(

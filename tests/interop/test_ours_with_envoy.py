@@ -295,11 +295,6 @@ async def test_envoy_client_8mb_through_ours(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="known gap, intermittent (found by `python -m bench`): through Envoy's pooled HBONE "
-    "connection, a later iperf3 run often stalls in our server and never ends",
-)
 async def test_envoy_client_repeated_iperf3_through_ours(
     netns_pair: NetnsPair, test_pki: TestPki, envoy_factory: Callable[..., EnvoyProcess],
 ) -> None:
