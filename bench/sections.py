@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from bench import hbone_section
+from bench import cni_section, controlplane_section, hbone_section
 from bench.report import SectionResult
 
 
@@ -45,6 +45,20 @@ def _run_hbone(opts: Options) -> SectionResult:
     return hbone_section.run(cases, settings)
 
 
+def _run_controlplane(opts: Options) -> SectionResult:
+    # --runs/--duration are the HBONE section's; quick means 5 edits of each kind, not 20.
+    settings = controlplane_section.Settings(changes=5 if opts.quick else 20)
+    return controlplane_section.run(opts.cases or list(controlplane_section.RUNNABLE), settings)
+
+
+def _run_cni(opts: Options) -> SectionResult:
+    settings = cni_section.Settings(rounds=5 if opts.quick else 20)
+    return cni_section.run(opts.cases or list(cni_section.RUNNABLE), settings)
+
+
 SECTIONS: dict[str, Section] = {
     "hbone": Section("hbone", "HBONE data plane: direct TCP, Envoy pair, our pair", _run_hbone),
+    "controlplane": Section("controlplane", "istiod-lite: 1000 pods, 10 xDS clients",
+                            _run_controlplane),
+    "cni": Section("cni", "ambient-cni ADD/DEL wall time against the node agent", _run_cni),
 }
