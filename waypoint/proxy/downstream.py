@@ -1,0 +1,233 @@
+"""Serve what is inside one HBONE tunnel: HTTP/1.1, HTTP/2 (gRPC included) or plain TCP.
+
+Who calls it: `waypoint.proxy.listener` starts `serve_tunnel(stream, ctx)` for every accepted
+CONNECT (the stream is our end of the pipe the HBONE server relays the tunnel into). It hands
+each complete request to `RequestHandler.handle` and writes the answer back.
+
+Protocol: the Service port's `app_protocol` decides when it says HTTP or TCP; otherwise the
+first bytes are sniffed (`waypoint.http.sniff`: the HTTP/2 preface, an HTTP/1 method token,
+else TCP; a client that sends nothing for `sniff_timeout` is treated as TCP, for
+server-first protocols).
+Fault isolation: a malformed HTTP/1.1 request gets its 400/431/413 and this tunnel closes; an
+HTTP/2 connection error sends GOAWAY and closes this tunnel; a stream error resets that stream
+only. Nothing here touches other tunnels. HTTP/1.1 keeps the tunnel open between requests
+(keep-alive, one request at a time); HTTP/2 runs requests concurrently, one task each.
+TCP: L4 authorization (the L7 policies evaluated without HTTP attributes), then a plain relay
+to an endpoint chosen like an HTTP attempt's (Istio's tcp_proxy on a waypoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import trio
+
+from meshcore.hbone_trio import relay
+from meshcore.wds import Endpoint
+from meshcore.wds.workload import AppProtocol
+from waypoint.errors import UpstreamError
+from waypoint.http import (
+    H1Server,
+    H2Server,
+    HttpRequest,
+    HttpResponse,
+    Limits,
+    RequestFailed,
+    sniff,
+)
+from waypoint.proxy.context import TunnelContext
+from waypoint.proxy.handler import RequestHandler
+from waypoint.proxy.upstream import host_key
+
+log = logging.getLogger("waypoint.downstream")
+READ_SIZE = 64 * 1024
+
+
+class _Replay(trio.abc.Stream):
+    """A stream that first returns already-read bytes (the sniffed prefix), then the rest."""
+
+    def __init__(self, inner: trio.abc.Stream, first: bytes) -> None:
+        self.inner = inner
+        self.first = first
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self.first:
+            data, self.first = self.first, b""
+            await trio.lowlevel.checkpoint()
+            return data
+        return await self.inner.receive_some(max_bytes)
+
+    async def send_eof(self) -> None:
+        send_eof = getattr(self.inner, "send_eof", None)
+        if send_eof is not None:
+            await send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class Downstream:
+    def __init__(self, handler: RequestHandler, limits: Limits | None = None,
+                 sniff_timeout: float = 5.0) -> None:
+        self.handler = handler
+        self.limits = limits or Limits()
+        self.sniff_timeout = sniff_timeout
+
+    def declared_protocol(self, ctx: TunnelContext) -> str | None:
+        """"tcp" / "http" when the Service port says so, None when it must be sniffed."""
+        if ctx.service is None:
+            return None
+        port = ctx.service.port(ctx.port)
+        if port is None:
+            return None
+        if port.app_protocol in (AppProtocol.TCP, AppProtocol.TLS):
+            return "tcp"
+        if port.app_protocol in (AppProtocol.HTTP11, AppProtocol.HTTP2, AppProtocol.GRPC):
+            return "http"
+        return None
+
+    async def serve_tunnel(self, stream: trio.abc.HalfCloseableStream,
+                           ctx: TunnelContext) -> None:
+        try:
+            kind, first = await self._sniff(stream, ctx)
+            if kind == "h2":
+                await self._serve_h2(stream, ctx, first)
+            elif kind == "http1":
+                await self._serve_h1(stream, ctx, first)
+            elif kind == "tcp":
+                await self._serve_tcp(stream, ctx, first)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.debug("tunnel %s from %s ended: %r", ctx.authority, ctx.peer_identity, exc)
+        except Exception:  # a bug in one tunnel must not take the waypoint down
+            log.exception("tunnel %s from %s failed", ctx.authority, ctx.peer_identity)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await trio.aclose_forcefully(stream)
+
+    async def _sniff(self, stream: trio.abc.Stream, ctx: TunnelContext) -> tuple[str, bytes]:
+        declared = self.declared_protocol(ctx)
+        if declared == "tcp":
+            return "tcp", b""
+        first = b""
+        with trio.move_on_after(self.sniff_timeout if declared is None else float("inf")):
+            while True:
+                data = await stream.receive_some(READ_SIZE)
+                if not data:
+                    return ("closed" if not first else (sniff(first) or "http1")), first
+                first += data
+                kind = sniff(first)
+                if kind is not None:
+                    if kind == "tcp" and declared == "http":
+                        kind = "http1"  # let h11 answer 400
+                    return kind, first
+        return "tcp", first
+
+    # ---- HTTP/1.1 ---------------------------------------------------------------------
+    async def _serve_h1(self, stream: trio.abc.Stream, ctx: TunnelContext,
+                        first: bytes) -> None:
+        server = H1Server(self.limits)
+        pending: bytes | None = first
+        while True:
+            outputs = server.receive_data(pending)
+            pending = None
+            for out in outputs:
+                if isinstance(out, RequestFailed):
+                    log.info("tunnel %s from %s: %s", ctx.authority, ctx.peer_identity,
+                             out.reason)
+                    await stream.send_all(server.send_error(out.status or 400, out.reason))
+                    return
+                resp = await self.handler.handle(ctx, out)
+                await stream.send_all(server.send_response(resp))
+                if not server.keep_alive:  # `Connection: close`, HTTP/1.0: h11 knows
+                    return
+                pending = None  # more requests may already be buffered in h11
+                break
+            else:
+                if server.failed:
+                    return
+                data = await stream.receive_some(READ_SIZE)
+                pending = bytes(data)
+                if not data:
+                    server.receive_data(b"")
+                    return
+
+    # ---- HTTP/2 -----------------------------------------------------------------------
+    async def _serve_h2(self, stream: trio.abc.Stream, ctx: TunnelContext,
+                        first: bytes) -> None:
+        server = H2Server(self.limits)
+        lock = trio.Lock()
+
+        async def flush() -> None:
+            async with lock:
+                data = server.data_to_send()
+                if data:
+                    await stream.send_all(data)
+
+        async def one(req: HttpRequest, cancel: trio.CancelScope) -> None:
+            with cancel, contextlib.suppress(trio.BrokenResourceError,
+                                             trio.ClosedResourceError):
+                resp = await self.handler.handle(ctx, req)
+                server.send_response(req.stream_id, resp)
+                await flush()
+            scopes.pop(req.stream_id, None)
+
+        await stream.send_all(server.initiate())
+        scopes: dict[int, trio.CancelScope] = {}
+        async with trio.open_nursery() as nursery:
+            data = first
+            while True:
+                for out in server.receive_data(data):
+                    if isinstance(out, HttpRequest):
+                        scopes[out.stream_id] = scope = trio.CancelScope()
+                        nursery.start_soon(one, out, scope)
+                    elif isinstance(out, RequestFailed):
+                        log.info("tunnel %s from %s: %s", ctx.authority, ctx.peer_identity,
+                                 out.reason)
+                        if out.stream_id is not None and out.status is not None:
+                            server.send_response(out.stream_id,
+                                                 HttpResponse.local(out.status, out.reason))
+                    else:  # StreamCancelled
+                        scope = scopes.pop(out.stream_id, None)
+                        if scope is not None:
+                            scope.cancel()
+                await flush()
+                if server.closed:
+                    nursery.cancel_scope.cancel()
+                    return
+                data = bytes(await stream.receive_some(READ_SIZE))
+                if not data:
+                    break  # the client is done sending; let in-flight requests finish
+
+    # ---- TCP --------------------------------------------------------------------------
+    async def _serve_tcp(self, stream: trio.abc.HalfCloseableStream, ctx: TunnelContext,
+                         first: bytes) -> None:
+        state = self.handler.state()
+        decision = self.handler.authorize(ctx, None, state)
+        if not decision.allowed:
+            log.info("TCP to %s from %s denied: %s", ctx.authority, ctx.peer_identity, decision)
+            return
+        upstreams = self.handler.upstreams
+        if ctx.service is not None:
+            endpoint = upstreams.choose(state.wds, ctx.service, ctx.port)
+        else:
+            assert ctx.workload is not None
+            endpoint = Endpoint(ctx.workload, ctx.dest_ip, ctx.port)
+        if endpoint is None:
+            log.info("TCP to %s: no healthy upstream", ctx.authority)
+            return
+        try:
+            upstream = await upstreams.open_stream(endpoint, host_key(endpoint))
+        except UpstreamError as exc:
+            log.info("TCP to %s: %s", ctx.authority, exc)
+            return
+        if first:
+            await upstream.send_all(first)
+        result = await relay(stream, upstream)
+        log.debug("TCP %s via %s: %s", ctx.authority, host_key(endpoint), result)

@@ -1,0 +1,333 @@
+"""One HTTP request through the waypoint: authorize, route, fault, forward (retries, timeouts),
+mirror, modify the response, record telemetry. The trio orchestration of the pure cores.
+
+Who calls it: `waypoint.proxy.downstream` for every complete request of a tunnel
+(`await handler.handle(ctx, request)`), HTTP/1.1 and HTTP/2 alike; it always returns an
+`HttpResponse` (local answers included) and never raises for a peer's or a backend's fault.
+
+Order (Envoy's waypoint filter chain, AMBIENT-INTERNALS §2.7, docs/waypoint.md):
+1. L7 authorization (`waypoint.policy.evaluate`, source = the tunnel's mTLS peer) → 403;
+2. routing (`waypoint.routing.route_request`; a Service without RouteConfiguration or a
+   pod-addressed tunnel goes to itself) → local answers (404, 500 with the reason, redirect,
+   fault abort);
+3. fault delay, then attempts: endpoint by least request (outlier-ejected and already-tried
+   hosts avoided), `backend_timeout` per attempt (504 UT), retries per `decide_retry` with
+   jittered back-off, all inside `request_timeout` (504 UT; Gateway API's `timeouts.request`
+   covers the whole exchange, fault delay included). No response after the last attempt:
+   503 (UF/URX);
+4. mirrors: copies fire and forget (`<authority>-shadow`, Envoy's convention), their answers
+   ignored; response header modifiers; telemetry (istio_requests_total etc. with reporter
+   `waypoint`, one access-log line, one SERVER span whose context goes upstream).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import uuid
+from collections.abc import Callable
+
+import trio
+
+from meshcore.telemetry import (
+    AccessLog,
+    MeshMetrics,
+    Protocol,
+    Reporter,
+    RequestEntry,
+    ResponseFlags,
+    Tracing,
+    TracingConfig,
+    traffic_labels,
+)
+from meshcore.wds import Endpoint, Service, Workload
+from meshcore.wds.workload import AppProtocol
+from waypoint.errors import UpstreamError
+from waypoint.http import HttpRequest, HttpResponse
+from waypoint.policy import DENIED_BODY, Decision, RequestAttributes, applicable, evaluate
+from waypoint.proxy.context import TunnelContext
+from waypoint.proxy.upstream import Upstreams, host_key
+from waypoint.resilience import Outcome, decide_retry
+from waypoint.routing import (
+    DEFAULT_RETRY,
+    Backend,
+    Forward,
+    LocalResponse,
+    Request,
+    modify_headers,
+    route_request,
+)
+from waypoint.state import WaypointState
+
+log = logging.getLogger("waypoint.request")
+
+
+@dataclasses.dataclass
+class Observers:
+    metrics: MeshMetrics = dataclasses.field(default_factory=lambda: MeshMetrics("waypoint"))
+    access_log: AccessLog = dataclasses.field(default_factory=AccessLog)
+    tracing: Tracing = dataclasses.field(default_factory=lambda: Tracing(TracingConfig()))
+
+
+@dataclasses.dataclass
+class _Result:
+    response: HttpResponse
+    flags: str = ResponseFlags.NONE
+    route: str | None = None
+    endpoint: Endpoint | None = None
+    service: Service | None = None
+    error: str | None = None
+
+
+class RequestHandler:
+    def __init__(self, state: Callable[[], WaypointState], waypoint: str, upstreams: Upstreams,
+                 observers: Observers, mirror_nursery: trio.Nursery,
+                 rng: random.Random | None = None) -> None:
+        self.state = state
+        self.waypoint = waypoint  # "ns/name" of this waypoint Gateway
+        self.upstreams = upstreams
+        self.observers = observers
+        self.mirror_nursery = mirror_nursery
+        self.rng = rng or random.Random()
+
+    def authorize(self, ctx: TunnelContext, req: HttpRequest | None,
+                  state: WaypointState) -> Decision:
+        attrs = RequestAttributes(
+            req.method if req else "", req.path if req else "", req.authority if req else "",
+            req.headers if req else (), source_identity=ctx.peer_identity,
+            destination_port=ctx.port, source_ip=ctx.source_ip, remote_ip=ctx.source_ip,
+            destination_ip=ctx.dest_ip)
+        return evaluate(attrs, applicable(state.policies.values(), self.waypoint, ctx.hostname))
+
+    async def handle(self, ctx: TunnelContext, req: HttpRequest) -> HttpResponse:
+        start = trio.current_time()
+        state = self.state()
+        decision = self.authorize(ctx, req, state)
+        grpc = req.is_grpc
+        with self.observers.tracing.request_span(
+                req.method, traceparent=req.header("traceparent"),
+                tracestate=req.header("tracestate"),
+                attributes={"http.method": req.method, "http.url": req.path,
+                            "upstream_cluster": ctx.hostname or None}) as span:
+            if not decision.allowed:
+                # Envoy's RBAC filter sets no response flag: the 403 and the decision tell.
+                result = _Result(HttpResponse.local(403, DENIED_BODY), error=str(decision))
+            else:
+                upstream_headers = tuple(
+                    (n, v) for n, v in req.headers if n not in ("traceparent", "tracestate"))
+                upstream_headers += tuple(span.headers())
+                if req.header("x-request-id") is None:
+                    upstream_headers += (("x-request-id", str(uuid.uuid4())),)
+                result = await self._route_and_forward(
+                    ctx, dataclasses.replace(req, headers=upstream_headers), state)
+            span.set_attributes({"http.status_code": result.response.status,
+                                 "route": result.route})
+            if result.response.status >= 500:
+                span.fail(result.error or f"status {result.response.status}")
+            self._record(ctx, req, result, decision, start, span.trace_id, grpc)
+        return result.response
+
+    # ---- routing and forwarding -------------------------------------------------------
+    async def _route_and_forward(self, ctx: TunnelContext, req: HttpRequest,
+                                 state: WaypointState) -> _Result:
+        request = Request(req.method, req.path, req.authority, req.headers, req.scheme)
+        service = ctx.service
+        if service is None:  # pod-addressed: straight to that pod, default retries
+            return await self._forward_to_workload(ctx, req, state)
+        table = state.routes.get(service.key)
+        if table is not None:
+            plan = route_request(table, request, ctx.port, self.rng)
+        else:
+            plan = Forward(request, Backend(service.namespace, service.name, service.hostname,
+                                            ctx.port), "", -1, retry=DEFAULT_RETRY)
+        if isinstance(plan, LocalResponse):
+            flags = ResponseFlags.NO_ROUTE if plan.status == 404 else (
+                "FI" if "fault injection" in plan.reason else ResponseFlags.NONE)
+            error = plan.reason if plan.status >= 400 else None
+            if plan.status >= 500:
+                log.warning("local %d for %s %s: %s", plan.status, req.method, req.path,
+                            plan.reason)
+            return _Result(HttpResponse.local(plan.status, plan.reason if plan.status >= 400
+                                              else "", plan.headers), flags,
+                           error=error, service=service)
+        return await self._forward(ctx, req, plan, state)
+
+    def _backend_service(self, state: WaypointState, b: Backend) -> Service | None:
+        return state.wds.services.get(f"{b.namespace}/{b.hostname}")
+
+    async def _forward(self, ctx: TunnelContext, req: HttpRequest, plan: Forward,
+                       state: WaypointState) -> _Result:
+        route = plan.route or None
+        service = self._backend_service(state, plan.backend)
+        if service is None:
+            reason = (f"backend Service {plan.backend.namespace}/{plan.backend.hostname} is not "
+                      "known to the waypoint")
+            return _Result(HttpResponse.local(500, reason), ResponseFlags.NO_ROUTE, route,
+                           error=reason)
+        r = plan.request
+        out = dataclasses.replace(req, method=r.method, path=r.path, authority=r.authority,
+                                  headers=r.headers)
+        for backend, mreq in plan.mirrors:
+            self._mirror(state, backend, dataclasses.replace(
+                out, path=mreq.path, headers=mreq.headers,
+                authority=_shadow(mreq.authority)))
+        deadline = (trio.current_time() + plan.request_timeout
+                    if plan.request_timeout else float("inf"))
+        result = _Result(HttpResponse.local(504, "upstream request timeout"),
+                         ResponseFlags.UPSTREAM_TIMEOUT, route, service=service,
+                         error="request timeout (timeouts.request) expired")
+        with trio.move_on_at(deadline):
+            if plan.delay:
+                await trio.sleep(plan.delay)
+            result = await self._attempts(out, plan, service, state, route)
+        if plan.response_headers and result.response.status:
+            headers = result.response.headers
+            for mod in plan.response_headers:
+                headers = modify_headers(headers, mod)
+            result.response = dataclasses.replace(result.response, headers=headers)
+        return result
+
+    async def _attempts(self, req: HttpRequest, plan: Forward, service: Service,
+                        state: WaypointState, route: str | None) -> _Result:
+        policy = plan.retry or DEFAULT_RETRY
+        tried: set[str] = set()
+        retries = 0
+        total = len(state.wds.endpoints.get(service.key, {}))
+        while True:
+            endpoint = self.upstreams.choose(state.wds, service, plan.backend.port,
+                                             frozenset(tried))
+            if endpoint is None:
+                reason = f"no healthy upstream for {service.key} port {plan.backend.port}"
+                return _Result(HttpResponse.local(503, "no healthy upstream"),
+                               ResponseFlags.NO_HEALTHY_UPSTREAM, route, service=service,
+                               error=reason)
+            key = host_key(endpoint)
+            tried.add(key)
+            attempt_req = dataclasses.replace(
+                req, headers=(*req.headers, ("x-envoy-attempt-count", str(retries + 1))))
+            response: HttpResponse | None = None
+            error: UpstreamError | None = None
+            timed_out = False
+            with trio.move_on_after(plan.backend_timeout or float("inf")) as scope:
+                try:
+                    response = await self.upstreams.attempt(
+                        endpoint, attempt_req, upstream_http2(service, plan.backend.port, req))
+                except UpstreamError as exc:
+                    error = exc
+            if scope.cancelled_caught:
+                timed_out = True
+            self.upstreams.record(service.key, key, response.status if response else None,
+                                  total)
+            if response is not None:
+                outcome = Outcome(status=response.status, grpc_status=response.grpc_status)
+            else:
+                outcome = Outcome(reset="timeout" if timed_out else
+                                  (error.reset if error else "reset"))
+            decision = decide_retry(policy, retries, outcome, self.rng)
+            if not decision.retry:
+                break
+            retries += 1
+            log.debug("retry %d of %s %s to %s: %s", retries, req.method, req.path,
+                      service.key, decision.reason)
+            await trio.sleep(decision.backoff)
+        if response is not None:
+            return _Result(response, ResponseFlags.NONE, route, endpoint, service)
+        if timed_out:
+            return _Result(HttpResponse.local(504, "upstream request timeout"),
+                           ResponseFlags.UPSTREAM_TIMEOUT, route, endpoint, service,
+                           error=f"backend timeout (timeouts.backendRequest) at {key}")
+        flags = (ResponseFlags.UPSTREAM_RETRY_LIMIT_EXCEEDED if retries
+                 else (error.flags if error else ResponseFlags.UPSTREAM_CONNECTION_FAILURE))
+        return _Result(HttpResponse.local(503, "upstream connect error or disconnect/reset "
+                                          "before headers"), flags, route, endpoint, service,
+                       error=str(error) if error else "no response")
+
+    async def _forward_to_workload(self, ctx: TunnelContext, req: HttpRequest,
+                                   state: WaypointState) -> _Result:
+        w = ctx.workload
+        assert w is not None
+        endpoint = Endpoint(w, ctx.dest_ip, ctx.port)
+        response: HttpResponse | None = None
+        error: UpstreamError | None = None
+        for attempt in range(DEFAULT_RETRY.attempts + 1):
+            try:
+                response = await self.upstreams.attempt(endpoint, req, req.is_grpc)
+            except UpstreamError as exc:
+                error = exc
+                response = None
+            outcome = (Outcome(status=response.status) if response is not None
+                       else Outcome(reset=error.reset if error else "reset"))
+            decision = decide_retry(DEFAULT_RETRY, attempt, outcome, self.rng)
+            if not decision.retry:
+                break
+            await trio.sleep(decision.backoff)
+        if response is not None:
+            return _Result(response, endpoint=endpoint)
+        return _Result(HttpResponse.local(503, "upstream connect error"),
+                       error.flags if error else ResponseFlags.UPSTREAM_CONNECTION_FAILURE,
+                       endpoint=endpoint, error=str(error))
+
+    def _mirror(self, state: WaypointState, backend: Backend, req: HttpRequest) -> None:
+        service = self._backend_service(state, backend)
+        if service is None:
+            log.info("mirror to %s/%s skipped: unknown Service", backend.namespace,
+                     backend.hostname)
+            return
+        endpoint = self.upstreams.choose(state.wds, service, backend.port)
+        if endpoint is None:
+            return
+
+        async def send() -> None:
+            try:
+                with trio.move_on_after(30):
+                    await self.upstreams.attempt(endpoint, req,
+                                                 upstream_http2(service, backend.port, req))
+            except Exception as exc:  # a mirror's failure never matters to the client
+                log.debug("mirror to %s failed: %s", service.key, exc)
+
+        self.mirror_nursery.start_soon(send)
+
+    # ---- telemetry -------------------------------------------------------------------
+    def _record(self, ctx: TunnelContext, req: HttpRequest, result: _Result,
+                decision: Decision, start: float, trace_id: str, grpc: bool) -> None:
+        dest: Workload | None = result.endpoint.workload if result.endpoint else ctx.workload
+        resp = result.response
+        labels = traffic_labels(
+            reporter=Reporter.WAYPOINT, destination=dest,
+            destination_service=result.service or ctx.service,
+            source_identity=ctx.peer_identity, peer=ctx.peer, mtls=True,
+            request_protocol=Protocol.GRPC if grpc else Protocol.HTTP,
+        ).with_outcome(result.flags, resp.status,
+                       (resp.grpc_status if resp.grpc_status is not None else "")
+                       if grpc else None)
+        duration_ms = (trio.current_time() - start) * 1000
+        self.observers.metrics.http.record(labels, duration_ms=duration_ms,
+                                           request_bytes=len(req.body),
+                                           response_bytes=len(resp.body))
+        self.observers.access_log.request_complete(RequestEntry(
+            labels=labels, src_addr=ctx.source_addr or ctx.peer_addr, method=req.method,
+            path=req.path, authority=req.authority, status=resp.status,
+            duration_ms=duration_ms, request_bytes=len(req.body),
+            response_bytes=len(resp.body), route=result.route,
+            upstream=host_key(result.endpoint) if result.endpoint else None,
+            error=result.error, decision=decision, trace_id=trace_id))
+
+
+def upstream_http2(service: Service, port: int, req: HttpRequest) -> bool:
+    """HTTP/2 to the pods when the Service port says HTTP2/gRPC; HTTP/1.1 when it says
+    HTTP/1.1; undeclared: HTTP/2 for gRPC requests (they need it), else HTTP/1.1 (what most
+    apps speak; declare `appProtocol: http2` for h2c-only apps)."""
+    p = service.port(port)
+    if p is not None and p.app_protocol in (AppProtocol.HTTP2, AppProtocol.GRPC):
+        return True
+    if p is not None and p.app_protocol is AppProtocol.HTTP11:
+        return False
+    return req.is_grpc
+
+
+def _shadow(authority: str) -> str:
+    host, sep, port = authority.rpartition(":")
+    if sep and port.isdigit() and not authority.endswith("]"):
+        return f"{host}-shadow:{port}"
+    return f"{authority}-shadow"

@@ -1,0 +1,180 @@
+"""Upstream side: endpoint choice (least request + outlier detection) and one HBONE attempt.
+
+Who calls it: `waypoint.proxy.handler` per attempt (`choose`, then `attempt`, then `record`)
+and for mirrors. What it hands to: an `HttpResponse`, or an `UpstreamError` (no response;
+`reset` is the retry reason, `flags` the Envoy response flag).
+
+Endpoints come from the workload API (`meshcore.wds.select_endpoint`, which applies target
+ports, health and locality); among them the outlier detector's ejected hosts are skipped
+(unless all are ejected: Envoy's panic mode, traffic goes everywhere) and
+`pick_least_request` chooses by the in-flight counts kept here. HBONE endpoints are reached
+through the pooled `HboneClient` with the waypoint's own certificate: address
+`<pod IP>:15008`, `:authority` `<pod IP>:<target port>`, expected identity the pod's
+(AMBIENT-INTERNALS §2.7); `tunnel_protocol` NONE endpoints get plain TCP. Each attempt opens
+one CONNECT stream (HBONE connections are pooled, tunnels are not reused) and speaks one
+HTTP/1.1 or HTTP/2 exchange in it.
+State: `active` (in-flight per host) and one `OutlierDetector` per service, replaced on every
+`record` (single trio thread, this object is the only writer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
+
+from meshcore.hbone_trio import (
+    ConnectionLostError,
+    HboneClient,
+    HboneConnectError,
+    HboneHandshakeError,
+    HboneStatusError,
+    StreamResetError,
+)
+from meshcore.tlsconfig import WorkloadCredentials
+from meshcore.wds import Endpoint, Service, Snapshot, TunnelProtocol, select_endpoint
+from meshcore.workload_identity.errors import CertificateUnavailableError
+from waypoint.errors import HttpProtocolError, UpstreamError
+from waypoint.http import H1Client, H2Client, HttpRequest, HttpResponse, Limits
+from waypoint.resilience import OutlierConfig, OutlierDetector, classify, pick_least_request
+
+log = logging.getLogger("waypoint.upstream")
+HBONE_PORT = 15008
+READ_SIZE = 256 * 1024
+
+
+def host_key(e: Endpoint) -> str:
+    ip = str(e.ip)
+    return f"[{ip}]:{e.port}" if ":" in ip else f"{ip}:{e.port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class UpstreamConfig:
+    hbone_port: int = HBONE_PORT
+    connect_timeout: float = 10.0
+    outlier: OutlierConfig = dataclasses.field(default_factory=OutlierConfig)
+    limits: Limits = dataclasses.field(default_factory=Limits)
+
+
+class Upstreams:
+    def __init__(self, hbone: HboneClient,
+                 credentials: Callable[[], Awaitable[WorkloadCredentials]],
+                 config: UpstreamConfig | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.hbone = hbone
+        self.credentials = credentials
+        self.config = config or UpstreamConfig()
+        self.rng = rng or random.Random()
+        self.active: dict[str, int] = {}
+        self.detectors: dict[str, OutlierDetector] = {}
+
+    # ---- choice -------------------------------------------------------------------------
+    def choose(self, snapshot: Snapshot, service: Service, port: int,
+               exclude: frozenset[str] = frozenset()) -> Endpoint | None:
+        """An endpoint of `service` for service `port`, avoiding ejected and `exclude`d hosts
+        (previous attempts of this request) when others exist."""
+        detector = self._detector(service.key, trio.current_time())
+
+        def pick(candidates: Sequence[Endpoint], _weights: Sequence[int]) -> Endpoint:
+            keys = [host_key(c) for c in candidates]
+            ok = set(detector.available(keys)) - exclude
+            usable = [c for c, k in zip(candidates, keys, strict=True) if k in ok]
+            if not usable:  # everything ejected or tried: Envoy's panic mode
+                usable = [c for c, k in zip(candidates, keys, strict=True)
+                          if k not in exclude] or list(candidates)
+            chosen = pick_least_request(usable, lambda e: self.active.get(host_key(e), 0),
+                                        self.rng)
+            assert chosen is not None
+            return chosen
+
+        return select_endpoint(snapshot, service, port, choose=pick)
+
+    def _detector(self, service_key: str, now: float) -> OutlierDetector:
+        d = self.detectors.get(service_key)
+        if d is None:
+            d = self.detectors[service_key] = OutlierDetector(self.config.outlier)
+        elif d.ejected():
+            d = self.detectors[service_key] = d.tick(now)
+        return d
+
+    def record(self, service_key: str, host: str, status: int | None, total_hosts: int) -> None:
+        """Feed the outcome of one attempt (status None: no response) to outlier detection."""
+        now = trio.current_time()
+        d = self._detector(service_key, now)
+        self.detectors[service_key] = d.record(host, classify(status), now, total_hosts)
+
+    def ejected(self, service_key: str) -> frozenset[str]:
+        d = self.detectors.get(service_key)
+        return d.ejected() if d is not None else frozenset()
+
+    # ---- one attempt --------------------------------------------------------------------
+    async def attempt(self, endpoint: Endpoint, request: HttpRequest,
+                      http2: bool = False) -> HttpResponse:
+        """Send `request` to `endpoint` once, over HTTP/2 if `http2`, else HTTP/1.1."""
+        key = host_key(endpoint)
+        self.active[key] = self.active.get(key, 0) + 1
+        try:
+            stream = await self.open_stream(endpoint, key)
+            try:
+                return await self._exchange(stream, request, key, http2)
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await trio.aclose_forcefully(stream)
+        finally:
+            self.active[key] -= 1
+            if not self.active[key]:
+                del self.active[key]
+
+    async def open_stream(self, endpoint: Endpoint, key: str) -> trio.abc.Stream:
+        """A byte stream to `endpoint`: an HBONE tunnel, or TCP for non-mesh pods."""
+        w = endpoint.workload
+        try:
+            with trio.fail_after(self.config.connect_timeout):
+                if w.tunnel_protocol is TunnelProtocol.HBONE:
+                    creds = await self.credentials()
+                    return await self.hbone.connect(
+                        (str(endpoint.ip), self.config.hbone_port), key, creds, [w.identity])
+                return await trio.open_tcp_stream(str(endpoint.ip), endpoint.port)
+        except (HboneConnectError, HboneHandshakeError, HboneStatusError, OSError,
+                trio.TooSlowError, ConnectionLostError, CertificateUnavailableError) as exc:
+            raise UpstreamError(f"cannot reach {w.namespace}/{w.name} at {key}: {exc}",
+                                reset="connect-failure", flags="UF", upstream=key) from exc
+
+    async def _exchange(self, stream: trio.abc.Stream, request: HttpRequest,
+                        key: str, http2: bool) -> HttpResponse:
+        codec: H1Client | H2Client
+        if http2:
+            codec = H2Client(request, self.config.limits)
+        else:
+            codec = H1Client(dataclasses.replace(request, protocol="HTTP/1.1"),
+                             self.config.limits)
+        try:
+            await stream.send_all(codec.start())
+            while True:
+                data = bytes(await stream.receive_some(READ_SIZE))
+                response = codec.receive_data(data)
+                out = codec.data_to_send()
+                if out:
+                    with contextlib.suppress(trio.BrokenResourceError):
+                        await stream.send_all(out)
+                if response is not None:
+                    return response
+        except HttpProtocolError as exc:
+            raise UpstreamError(f"{key}: {exc}", reset="refused-stream" if exc.refused
+                                else "reset", flags="UPE" if not exc.refused else "UC",
+                                upstream=key) from exc
+        except (trio.BrokenResourceError, StreamResetError, ConnectionLostError) as exc:
+            raise UpstreamError(f"{key}: connection to the backend broke: {exc}", reset="reset",
+                                flags="UC", upstream=key) from exc
+
+    def statistics(self) -> dict[str, object]:
+        return {"active": dict(self.active),
+                "ejected": {k: sorted(d.ejected()) for k, d in self.detectors.items()
+                            if d.ejected()},
+                "pool": dataclasses.asdict(self.hbone.statistics())}
+
+
