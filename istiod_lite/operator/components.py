@@ -142,9 +142,11 @@ def waypoint_command(*, gateway: str, system_namespace: str, trust_domain: str) 
             "--ca-address", istiod_address(system_namespace),
             "--trust-domain", trust_domain,
             "--token-file", TOKEN_FILE,
-            "--hbone-port", str(WAYPOINT_HBONE_PORT),
-            "--status-port", str(WAYPOINT_STATUS_PORT),
-            "--metrics-port", str(WAYPOINT_METRICS_PORT)]
+            "--root-cert", f"{ROOT_CERT_DIR}/root-cert.pem",
+            "--istiod-server-name", f"{ISTIOD_NAME}.{system_namespace}.svc",
+            "--listen", f"0.0.0.0:{WAYPOINT_HBONE_PORT}",
+            "--readiness", f"0.0.0.0:{WAYPOINT_STATUS_PORT}",
+            "--metrics", f"0.0.0.0:{WAYPOINT_METRICS_PORT}"]
 
 
 def operator_command() -> list[str]:

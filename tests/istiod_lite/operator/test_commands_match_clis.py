@@ -6,6 +6,7 @@ import pytest
 
 from istiod_lite import __main__ as istiod_cli
 from istiod_lite.operator import components
+from waypoint import __main__ as waypoint_cli
 from ztunnel import __main__ as ztunnel_cli
 
 
@@ -21,6 +22,11 @@ from ztunnel import __main__ as ztunnel_cli
             components.ztunnel_command(namespace="istio-system", trust_domain="cluster.local",
                                        log_level="info"),
             ztunnel_cli.build_parser(), id="ztunnel",
+        ),
+        pytest.param(
+            components.waypoint_command(gateway="waypoint", system_namespace="istio-system",
+                                        trust_domain="cluster.local"),
+            waypoint_cli.build_parser(), id="waypoint",
         ),
     ],
 )
