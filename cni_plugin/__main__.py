@@ -6,7 +6,8 @@ socket with one short request (`agent_protocol`). Logs every invocation with its
 configured log file (stderr if the file cannot be opened; stdout stays reserved for CNI output).
 
 `ambient-cni agent ...` runs the node agent instead (`cni_plugin.agent.__main__`, imported
-only then). CNI runtimes never pass arguments, so the plugin path is unchanged.
+only then); `ambient-cni install ...` installs the plugin on the node (`cni_plugin.install`).
+CNI runtimes never pass arguments, so the plugin path is unchanged.
 
 Import footprint (plugin path): standard library plus `cni_plugin.plugin`/`agent_protocol` only;
 never pyroute2, trio, grpclib or betterproto (the runtime runs this for every pod sandbox).
@@ -71,6 +72,10 @@ def main() -> None:
 
         agent_main(sys.argv[2:])
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "install":
+        from cni_plugin.install import main as install_main
+
+        sys.exit(install_main(sys.argv[2:]))
     started = time.perf_counter()
     env = dict(os.environ)
     inv: Invocation | None = None

@@ -27,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="watch the Kubernetes API (in-cluster or KUBECONFIG) instead")
     parser.add_argument("--namespace", action="append", default=[], metavar="NS",
                         help="with --kubernetes: watch only these namespaces (default: all)")
+    parser.add_argument("--trusted-node-account", action="append", default=[],
+                        metavar="NS/SA", type=_account,
+                        help="with --kubernetes: service account(s) of node proxies, which may "
+                             "ask for identities of pods on their node (repeatable; default: "
+                             "<root namespace>/ztunnel)")
     parser.add_argument("--ca-dir", type=Path, metavar="DIR",
                         help="where the root CA lives (created on first start)")
     parser.add_argument("--ca-cert", type=Path, metavar="FILE",
@@ -53,15 +58,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _run_kubernetes(config: IstiodConfig, namespaces: list[str]) -> None:
+def _account(text: str) -> tuple[str, str]:
+    from istiod_lite.ca.k8s_auth import parse_account
+
+    try:
+        return parse_account(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+async def _run_kubernetes(config: IstiodConfig, namespaces: list[str],
+                          trusted_node_accounts: list[tuple[str, str]]) -> None:
     # Imported here: the folder-only sandbox never loads kopf.
-    from istiod_lite.config.kubernetes import KubernetesSource
+    from istiod_lite.ca.k8s_auth import KubernetesTokenAuthenticator
+    from istiod_lite.config.kubernetes import KubernetesSource, istiod_client
 
     source = KubernetesSource(namespaces=namespaces,
                               system_namespace=config.mesh.root_namespace)
-    async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(source.run())
-        tasks.create_task(run(config, source=source))
+    # A client of its own: the source's lives on the kopf thread's loop, this one on ours.
+    async with istiod_client() as client:
+        authenticator = KubernetesTokenAuthenticator(
+            client, trust_domain=config.mesh.trust_domain,
+            trusted_node_accounts=trusted_node_accounts or
+            [(config.mesh.root_namespace, "ztunnel")],
+            model=lambda: source.snapshot.model if source.synced else None)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(source.run())
+            tasks.create_task(run(config, source=source, authenticator=authenticator))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         ready_address=(ready_host or "0.0.0.0", int(ready_port)) if args.ready else None,
     )
     try:
-        asyncio.run(_run_kubernetes(config, args.namespace) if args.kubernetes else run(config))
+        asyncio.run(_run_kubernetes(config, args.namespace, args.trusted_node_account)
+                    if args.kubernetes else run(config))
     except KeyboardInterrupt:
         return 0
     except IstiodLiteError as exc:

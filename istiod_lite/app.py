@@ -105,6 +105,7 @@ async def run(
     *,
     source: ConfigSource | None = None,
     on_ready: Callable[[RunningIstiod], None] | None = None,
+    authenticator: TokenAuthenticator | None = None,
 ) -> None:
     """Serve until cancelled. `on_ready` is called once the first snapshot is being served."""
     if config.ca_cert is not None and config.ca_key is not None:
@@ -122,7 +123,9 @@ async def run(
             raise ValueError("istiod-lite needs a config source: --manifests DIR")
         source = ManifestFolderSource(config.manifests)
     placement = ModelPlacement()
-    ca = CertificateService(authority, _authenticator(config), placement)
+    ca = CertificateService(
+        authority, authenticator if authenticator is not None else _authenticator(config),
+        placement)
     xds = XdsServer()
     grpc = await serve_grpc(
         [ca, xds], authority, host=config.host, port=config.port,

@@ -3,8 +3,9 @@
 Decides enrollment from the config source (namespace label `istio.io/dataplane-mode=ambient`,
 pod opt-out `=none`; AMBIENT-INTERNALS §5.7), installs the in-pod redirection, hands pods to
 ztunnel over ZDS and records `ambient.istio.io/redirection` — see `app.run_agent` and
-docs/cni.md ("Agent"). Config source today: a manifest folder (`--manifests`); the Kubernetes
-source is not wired yet. Logs to stderr.
+docs/cni.md ("Agent"). Config source: a manifest folder (`--manifests`, the sandbox) or the
+Kubernetes API (`--kubernetes`). With `--uninstall-on-exit` it removes the plugin from the CNI
+config and bin dirs when it stops (`cni_plugin.install.uninstall`). Logs to stderr.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import trio
 
@@ -34,7 +36,19 @@ def build_parser(prog: str = "ambient-cni agent") -> argparse.ArgumentParser:
                         help="config source: a folder of manifests (the sandbox's); pod status "
                              "is written to DIR/.status/pods/")
     parser.add_argument("--kubernetes", action="store_true",
-                        help="config source: the Kubernetes API (not available yet)")
+                        help="config source: the Kubernetes API (in-cluster service account "
+                             "or $KUBECONFIG; the default without --manifests); the annotation "
+                             "goes to pods/status")
+    parser.add_argument("--cni-bin-dir", type=Path, default=Path("/opt/cni/bin"),
+                        help="where `ambient-cni install` put the launcher (default: %(default)s)")
+    parser.add_argument("--cni-conf-dir", type=Path, default=Path("/etc/cni/net.d"),
+                        help="where it chained the plugin (default: %(default)s)")
+    parser.add_argument("--uninstall-on-exit", action="store_true",
+                        help="on exit, remove the plugin from --cni-conf-dir and --cni-bin-dir "
+                             "(new pods then start without the mesh instead of failing)")
+    parser.add_argument("--health-port", type=int, metavar="PORT",
+                        help="serve GET /healthz and /readyz (ready after the first "
+                             "reconcile pass) on this port")
     parser.add_argument("--agent-socket", "--socket", dest="agent_socket",
                         default=DEFAULT_AGENT_SOCKET,
                         help="unix socket the CNI plugin calls (default: %(default)s)")
@@ -58,21 +72,48 @@ def build_parser(prog: str = "ambient-cni agent") -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, prog: str = "ambient-cni agent") -> None:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    if args.kubernetes:
-        parser.error("--kubernetes: the Kubernetes config source is not implemented in the node "
-                     "agent yet; use --manifests DIR")
-    if not args.manifests:
-        parser.error("a config source is required: --manifests DIR")
+    if args.kubernetes and args.manifests:
+        parser.error("give one config source: --manifests DIR or --kubernetes (the default)")
+    args.kubernetes = not args.manifests
     if not args.node:
         parser.error("--node NAME is required (or set NODE_NAME)")
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     options = AgentOptions(
-        node=args.node, manifests=args.manifests, agent_socket=args.agent_socket,
+        node=args.node, manifests=args.manifests or "", kubernetes=args.kubernetes,
+        health_port=args.health_port, agent_socket=args.agent_socket,
         zds_socket=None if args.no_zds else args.zds_socket,
         system_namespace=args.system_namespace,
         exclude_namespaces=frozenset(args.exclude_namespace), dns_capture=args.dns_capture)
-    trio.run(_run_until_signal, options)
+    if args.kubernetes:
+        from meshcore.kube import KubeLoginError, login_from_environment
+
+        try:
+            login_from_environment()  # fail fast and plainly; the client logs in again
+        except KubeLoginError as exc:
+            parser.exit(1, f"{parser.prog}: --kubernetes: {exc}\n")
+    try:
+        trio.run(_run_until_signal, options)
+    except* Exception as group:  # the agent's fatal error (e.g. RBAC): one line, exit 1
+        from meshcore.errors import MeshCoreError
+
+        for fatal in _leaves(group):
+            logging.getLogger("cni_plugin.agent").error(
+                "stopped: %s", fatal, exc_info=not isinstance(fatal, MeshCoreError))
+        sys.exit(1)
+    finally:
+        if args.uninstall_on_exit:
+            from cni_plugin.install import uninstall
+
+            uninstall(args.cni_bin_dir, args.cni_conf_dir)
+            logging.getLogger("cni_plugin.agent").info(
+                "removed the plugin from %s and %s", args.cni_conf_dir, args.cni_bin_dir)
+
+
+def _leaves(group: BaseException) -> list[BaseException]:
+    if isinstance(group, BaseExceptionGroup):
+        return [leaf for exc in group.exceptions for leaf in _leaves(exc)]
+    return [group]
 
 
 async def _run_until_signal(options: AgentOptions) -> None:

@@ -16,8 +16,8 @@ How kopf is used (thin handlers, CONVENTIONS #11): the source owns its own
   an event handler means the cache holds everything that existed at start;
 * an event handler (`@kopf.on.event`), which removes deleted objects (`kube.cache.remove`),
   marks the source synced on its first call, and reports invalid objects on the object itself
-  (`kube.status`, written through `istiod_lite.kube.KubeApi`, the only API writer);
-* a login handler that hands kopf the credentials of the same `KubeApi`.
+  (`kube.status`, written through `istiod_client()`, the shared `meshcore.kube.KubeClient`);
+* a login handler that hands kopf the credentials of the same client.
 Peering is off (standalone); the scope is cluster-wide unless `namespaces` is given.
 
 Invariants: handlers are coroutines on the kopf loop, so the cache has one writer (the kopf
@@ -41,7 +41,7 @@ import kopf
 from istiod_lite.config.kube import cache, status
 from istiod_lite.config.kube.kinds import WATCHED, WatchedKind
 from istiod_lite.config.source import ConfigSnapshot, Diagnostic, log_new
-from istiod_lite.kube import KubeApi, KubeApiError, KubeLoginError
+from meshcore.kube import KubeApiError, KubeClient, KubeLoginError
 
 log = logging.getLogger("istiod_lite.config")
 HANDLER_PREFIX = "istiod-lite-"  # ids of our kopf handlers (distinct from the operator's)
@@ -61,11 +61,22 @@ class _QuietHandlerSuccess(logging.Filter):
 _QUIET = _QuietHandlerSuccess()
 
 
+FORBIDDEN_HINT = ("does the istiod-lite ClusterRole grant this verb? see "
+                  "docs/kubernetes-source.md")
+
+
+def istiod_client(login: Callable[[], kopf.ConnectionInfo] | None = None) -> KubeClient:
+    """istiod-lite's API client (the shared one, with istiod-lite's user agent and 403 hint)."""
+    if login is None:
+        return KubeClient(user_agent="istiod-lite", forbidden_hint=FORBIDDEN_HINT)
+    return KubeClient(login, user_agent="istiod-lite", forbidden_hint=FORBIDDEN_HINT)
+
+
 def default_settings() -> kopf.OperatorSettings:
     """kopf settings for an embedded, read-mostly watcher."""
     settings = kopf.OperatorSettings()
     settings.peering.standalone = True  # no clustered peering: every replica watches
-    settings.posting.enabled = False  # we post our own Events (istiod_lite.kube)
+    settings.posting.enabled = False  # we post our own Events (through self.api)
     # The host process owns its lifetime: never SIGKILL it when the operator is cancelled.
     settings.process.ultimate_exiting_timeout = None
     return settings
@@ -74,10 +85,10 @@ def default_settings() -> kopf.OperatorSettings:
 class KubernetesSource:
     """A `ConfigSource` fed by a kopf operator on a thread of its own; `run()` it once."""
 
-    def __init__(self, api: KubeApi | None = None, *, namespaces: Collection[str] = (),
+    def __init__(self, api: KubeClient | None = None, *, namespaces: Collection[str] = (),
                  system_namespace: str = "istio-system",
                  settings: kopf.OperatorSettings | None = None) -> None:
-        self.api = api if api is not None else KubeApi()
+        self.api = api if api is not None else istiod_client()
         self.namespaces = tuple(namespaces)
         self.settings = settings if settings is not None else default_settings()
         self.registry = kopf.OperatorRegistry()
@@ -265,7 +276,7 @@ class KubernetesSource:
         event = status.warning_event(watched, body, diag, self._evented.get(key), now=now)
         try:
             if patch is not None:
-                await self.api.patch_status(watched, key[1], key[2], patch)
+                await self.api.merge_patch(watched.path(key[1], key[2], "status"), patch)
                 self._stats["status_patches"] += 1
             if event is not None:
                 await self.api.create_event(event)

@@ -28,6 +28,7 @@ from istiod_lite.operator import components as c
 from istiod_lite.operator import reconcile, rollout, status, waypoints
 from istiod_lite.operator.spec import MeshSpec, MeshSpecError, parse_mesh_spec
 from meshcore import pki
+from meshcore.kube import KubeClient
 
 log = logging.getLogger("istiod_lite.operator")
 RETRY_DELAY = 10
@@ -36,7 +37,7 @@ RETRY_DELAY = 10
 class Operator:
     """The state the handlers share: the API client, the clock, one lock per Mesh."""
 
-    def __init__(self, api: k8s.Api, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, api: KubeClient, *, clock: Callable[[], float] = time.time) -> None:
         self.api = api
         self.clock = clock
         self._locks: dict[str, asyncio.Lock] = {}

@@ -178,6 +178,8 @@ def ztunnel_objects(mesh: MeshSpec, owner: Owner) -> list[Manifest]:
 def cni_objects(mesh: MeshSpec, owner: Owner) -> list[Manifest]:
     name, labels = c.CNI_NAME, {"app": c.CNI_NAME}
     rules = [_rule("", ["pods"], ["get", "list", "watch", "patch"]),
+             # The agent marks enrollment on the status subresource, as Istio's does.
+             _rule("", ["pods/status"], ["patch"]),
              _rule("", ["namespaces"], ["get", "list", "watch"])]
     mounts = [{"name": "cni-bin-dir", "mountPath": c.CNI_BIN_MOUNT},
               {"name": "cni-net-dir", "mountPath": c.CNI_CONF_MOUNT}]

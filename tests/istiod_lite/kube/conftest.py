@@ -19,9 +19,9 @@ import pytest_asyncio
 from kmock._internal import parsing
 
 from istiod_lite.config.kube.kinds import WATCHED
-from istiod_lite.config.kubernetes import KubernetesSource
+from istiod_lite.config.kubernetes import KubernetesSource, istiod_client
 from istiod_lite.config.source import ConfigSnapshot
-from istiod_lite.kube import KubeApi
+from meshcore.kube import KubeClient
 
 DEADLINE = 10.0  # seconds; generous for a loaded CI machine, never reached when it works
 
@@ -57,9 +57,9 @@ async def cluster(kmock: Any, _namespaces_path_fix: None) -> Any:
     return kmock
 
 
-def api_for(cluster: Any) -> KubeApi:
+def api_for(cluster: Any) -> KubeClient:
     url = str(cluster.url)
-    return KubeApi(login=lambda: kopf.ConnectionInfo(server=url))
+    return istiod_client(login=lambda: kopf.ConnectionInfo(server=url))
 
 
 @pytest_asyncio.fixture()

@@ -10,7 +10,7 @@ import pytest
 
 from istiod_lite.config.kube.kinds import WATCHED
 from istiod_lite.config.kubernetes import KubernetesSource
-from istiod_lite.kube import KubeApi, KubeLoginError
+from meshcore.kube import KubeClient, KubeLoginError
 from tests.istiod_lite.kube import factories as f
 from tests.istiod_lite.kube.conftest import DEADLINE, api_for, resource_key
 
@@ -58,7 +58,7 @@ async def test_login_failure_ends_run_with_an_error():
     def no_credentials() -> kopf.ConnectionInfo:
         raise KubeLoginError("no Kubernetes credentials")
 
-    source = KubernetesSource(KubeApi(no_credentials))
+    source = KubernetesSource(KubeClient(no_credentials))
     async with asyncio.timeout(DEADLINE):
         with pytest.raises(KubeLoginError, match="no Kubernetes credentials"):
             await source.run()
