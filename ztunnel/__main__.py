@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instance-ip", default=env("INSTANCE_IP", "127.0.0.1"))
     p.add_argument("--access-log-format", default=env("LOG_FORMAT", "text"),
                    choices=["text", "json"], help="access log lines as key=value or JSON")
+    p.add_argument("--report-zds-sync", action=argparse.BooleanOptionalAction,
+                   default=bool(env("KUBERNETES_SERVICE_HOST")),
+                   help="annotate our pod ambient-py.io/zds-synced once pods are re-received "
+                        "(the operator's rollout gate; default: on inside Kubernetes)")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"])
     return p
@@ -70,6 +74,7 @@ def config_from_args(args: argparse.Namespace) -> ZtunnelConfig:
         readiness_address=parse_host_port(args.readiness, 15021),
         pod_name=args.pod_name, pod_namespace=args.pod_namespace, instance_ip=args.instance_ip,
         access_log_format=args.access_log_format,
+        report_zds_sync=args.report_zds_sync,
     )
 
 

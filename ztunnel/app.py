@@ -27,6 +27,7 @@ import trio
 from meshcore.admin import serve_admin
 from meshcore.admin.jsonable import to_jsonable
 from meshcore.grpc_bridge import AsyncioBridge, open_asyncio_bridge
+from meshcore.kube import KubeClient
 from meshcore.protos.envoy.config.core.v3 import Node
 from meshcore.telemetry.access_log import AccessLog
 from meshcore.telemetry.metrics import MeshMetrics
@@ -40,6 +41,7 @@ from ztunnel.inpod.netns import NetnsSocketFactory
 from ztunnel.inpod.workload_manager import WorkloadManager, WorkloadManagerConfig
 from ztunnel.proxy.context import ProxyContext, ProxySettings
 from ztunnel.proxy.pod_proxy import pod_proxy_factory
+from ztunnel.sync_report import report_when_synced
 
 log = logging.getLogger("ztunnel")
 
@@ -147,6 +149,13 @@ async def run(
         await nursery.start(zt.certificates.run)
         if zt.pod_source is not None:
             await nursery.start(zt.pod_source.run)
+            if config.report_zds_sync:
+                pods = zt.pod_source
+                nursery.start_soon(
+                    report_when_synced, bridge, lambda: KubeClient(user_agent="ztunnel"),
+                    config.pod_namespace, config.pod_name, pods.wait_ready,
+                    lambda: len(pods.pods()),
+                )
         view = zt.admin_view()
         zt.admin_port = await nursery.start(serve_admin, admin_routes(view), *config.admin_address)
         zt.metrics_port = await nursery.start(

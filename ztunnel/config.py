@@ -29,6 +29,8 @@ class ZtunnelConfig:
     pod_namespace: str = "istio-system"
     instance_ip: str = "127.0.0.1"
     access_log_format: str = "text"  # or "json" (ztunnel's LOG_FORMAT)
+    # On Kubernetes: annotate our own pod once the agent's pods are re-received (rollout gate).
+    report_zds_sync: bool = False
 
     @property
     def xds_node_id(self) -> str:
