@@ -2,11 +2,12 @@
 
 `nox -s tests` is the README's test command and the one `.ci/run` calls. It runs the whole
 suite, including the tests marked `netns` that need root; run `nox -s tests -- -m "not netns"`
-for the quick layer alone.
+for the quick layer alone. `nox -s demo` is the README's demo command (root).
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 import tempfile
@@ -27,6 +28,30 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[test,protos]")
     args = session.posargs or ["-q"]
     session.run("pytest", *args, env={"PYTHONDONTWRITEBYTECODE": "1"})
+
+
+# What the demo needs from the system on Debian/Ubuntu: the sandbox itself programs the kernel
+# through pyroute2 (netlink) only; iproute2 and nftables are for looking at it by hand
+# (`ip netns exec amb-demo-pod-shop-client nft list ruleset`), as `.ci/run` installs them.
+DEMO_DEBIAN_PACKAGES = ["iproute2", "nftables"]
+
+
+@nox.session  # the interpreter nox runs with (3.11 or newer), so a stock distribution works
+def demo(session: nox.Session) -> None:
+    """`ambientctl sandbox demo` on a fresh sandbox: the checklist of what the mesh proves.
+
+    Needs root (network namespaces, nftables in pod namespaces). Extra arguments go to the
+    demo (`nox -s demo -- --keep` leaves the sandbox up).
+    """
+    if os.geteuid() != 0:
+        session.error("the demo builds network namespaces and needs root: sudo nox -s demo")
+    if shutil.which("apt-get") and not all(shutil.which(t) for t in ("ip", "nft")):
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run("apt-get", "update", "-qq", external=True, env=env)
+        session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                    *DEMO_DEBIAN_PACKAGES, external=True, env=env)
+    session.install("-e", ".")
+    session.run("ambientctl", "sandbox", "--name", "demo", "demo", *session.posargs)
 
 
 @nox.session(python="3.11")

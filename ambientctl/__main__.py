@@ -1,6 +1,6 @@
 """`ambientctl`: the ambient-py user CLI: `sandbox ...` and the debugging commands.
 
-`ambientctl sandbox up|status|apply|exec|logs|down` is a thin argparse layer over
+`ambientctl sandbox up|status|apply|exec|logs|down|demo` is a thin argparse layer over
 `ambientctl.sandbox.Sandbox`; every failure is a `SandboxError` printed as one message (naming
 the component or pod and where to look) with exit status 1; usage errors exit 2.
 `ztunnel-config`, `why` and `analyze` come from `ambientctl.debug.register` (their own module).
@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--tail", type=int, default=0, metavar="N", help="only the last N lines")
     sub.add_parser("down", help="remove every namespace, process and file of the sandbox "
                                 "(safe to repeat)")
+    demo = sub.add_parser("demo", help="on a fresh sandbox, prove what the mesh does (mTLS on "
+                                       "the wire, identity, policy, STRICT) as a checklist; "
+                                       "exit 1 if a proof fails")
+    demo.add_argument("--keep", action="store_true",
+                      help="leave the sandbox up afterwards (default: `down` at the end)")
     from ambientctl import debug  # ztunnel-config, why, analyze (docs/debugging.md)
     from ambientctl.sandbox.resolver import SandboxResolver
 
@@ -114,6 +119,10 @@ def _run(args: argparse.Namespace) -> int:
                       f"`ambientctl sandbox --name {sb.name} down` removes it", file=sys.stderr)
             raise
         return 0
+    if args.action == "demo":
+        from ambientctl.sandbox.demo import run
+
+        return run(sb, _say, keep=args.keep)
     if args.action == "down":
         if not sb.down(progress=_say):
             _say(f"sandbox {sb.name!r}: nothing to remove")

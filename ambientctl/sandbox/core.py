@@ -5,7 +5,9 @@ the demo and the e2e suite. It builds the topology (`topology` plan, `pods`/`ker
 starts the processes (`procs`): istiod-lite in the underlay netns on 172.30.0.1:15012, one CNI
 node agent and one ztunnel per node netns (like host-network DaemonSets), then for each Pod of
 the manifest folder plays the runtime: primary-CNI wiring, pod status overlay (IP, node, netns
-annotation), the chained `ambient-cni` ADD, the sample app, and finally Ready.
+annotation), the chained `ambient-cni` ADD, the sample app, and finally Ready. Waypoint
+Gateways get the operator's objects and a `waypoint` process (`waypoints`); `delete` removes a
+pod as kubelet would (`delete`).
 
 Invariants:
 - Every namespace, process and file is recorded in the state journal *before* the next step,
@@ -31,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from ambientctl.sandbox import cni, kernel, procs
+from ambientctl.sandbox import cni, kernel, procs, waypoints
 from ambientctl.sandbox.errors import (
     NotRootError,
     PodSetupError,
@@ -152,6 +154,10 @@ class Sandbox:
         self.state.journal = {"name": self.name}
         folder = self._prepare_folder(source, copy=manifests is None)
         self.state.record("nodes", nodes)
+        if waypoints.materialize(self, folder):  # the operator's objects for each waypoint
+            model_pods = self._read_pods(folder)
+            topo = plan(self.name, nodes, [(p.meta.namespace, p.meta.name, p.node_name)
+                                           for p in model_pods])
         deadline = time.monotonic() + timeout
         step = Steps(progress)
         with step(f"underlay network {topo.underlay_netns} and {nodes} node namespace(s)"):
@@ -240,6 +246,7 @@ class Sandbox:
             token = secrets.token_hex(24)
             (token_dir / f"node{node}.token").write_text(token + "\n")
             tokens.append({"token": token, "node": f"node{node}"})
+        tokens += waypoints.token_entries(self, waypoints.gateways(folder))
         (self.state.path / "tokens.yaml").write_text(yaml.safe_dump(tokens))
         self._start("istiod", [
             sys.executable, "-m", "istiod_lite", "--manifests", str(folder),
@@ -283,6 +290,7 @@ class Sandbox:
         for pod, spec in apps:
             comp = f"app-{pod.namespace}-{pod.name}"
             wait_for(self, comp, deadline, partial(app_ready, pod, spec))
+            waypoints.start_if_waypoint(self, pod, model[pod.key].meta.labels, deadline)
             write_pod_status(self.manifests, pod.namespace, pod.name, ready=True)
 
     def _create_pod(self, topo: Topology, pod: PodPlan, model_pod: Pod, spec: AppSpec) -> None:
@@ -320,6 +328,10 @@ class Sandbox:
         dest = self.manifests / file.name
         shutil.copyfile(file, dest)
         progress(f"applied {file} as {dest}")
+        new_gateways = waypoints.materialize(self, self.manifests)
+        if new_gateways:  # istiod-lite reads the tokens file when it starts
+            waypoints.add_tokens(self, new_gateways)
+            self.wait_ready(timeout=timeout)
         pods = self._read_pods(self.manifests)
         current = self.topology
         topo = plan(self.name, len(current.nodes),
@@ -331,6 +343,13 @@ class Sandbox:
                 self._start_pods(topo, {f"{p.meta.namespace}/{p.meta.name}": p for p in pods},
                                  time.monotonic() + timeout)
         return new
+
+    def delete(self, pod: str, *, progress: Progress = quiet) -> str:
+        """Delete one pod as kubelet would (CNI DEL, app stopped, Pod gone, netns removed)."""
+        from ambientctl.sandbox.delete import delete_pod
+
+        require_root()
+        return delete_pod(self, pod, progress)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until every component and app answers its readiness check (or raise)."""
@@ -382,4 +401,5 @@ class Sandbox:
         from ambientctl.sandbox.teardown import teardown
 
         require_root()
+        waypoints.cleanup(self.state.load())
         return teardown(self, progress)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ambientctl.sandbox import procs
+from ambientctl.sandbox import procs, waypoints
 from ambientctl.sandbox.pods import app_spec
 from ambientctl.sandbox.readiness import agent_ready, app_ready, istiod_ready, ztunnel_ready
 from meshcore.model.core import Pod
@@ -62,6 +62,9 @@ def _ready(sb: Sandbox, comp: str) -> tuple[bool, str]:
         ok, why = agent_ready(sb, topo.node(comp.removeprefix("cni-agent-")))
     elif comp.startswith("ztunnel-"):
         ok, why = ztunnel_ready(sb, topo.node(comp.removeprefix("ztunnel-")))
+    elif comp.startswith("waypoint-"):
+        pod = next(p for p in topo.pods if waypoints.component(p.namespace, p.name) == comp)
+        ok, why = waypoints.waypoint_ready(pod)
     else:
         pod = next(p for p in topo.pods if f"app-{p.namespace}-{p.name}" == comp)
         model = _pod(scan_folder(sb.manifests).model.get("Pod", pod.namespace, pod.name))

@@ -35,7 +35,7 @@ from meshcore.telemetry.traceparent import parse_or_none
 from meshcore.wds import IPAddress, Service, Snapshot, Workload
 from ztunnel.proxy.context import PodContext
 from ztunnel.proxy.next_hop import hostport
-from ztunnel.proxy.observe import Observation
+from ztunnel.proxy.observe import Observation, guess_inbound_service
 from ztunnel.proxy.sockets import canonical_ip, dial_in_pod
 from ztunnel.proxy.tracking import ConnectionTracker, Tracked
 
@@ -144,6 +144,7 @@ class InboundHbone:
                                 f" {authority_ip}")
         else:
             upstream_ip, upstream_port = authority_ip, request.port
+            service = guess_inbound_service(snapshot, local, upstream_port)
         upstream = hostport(upstream_ip, upstream_port)
         if upstream_port in pod.settings.illegal_ports:
             return self._refuse(503, src_addr, dst_addr, request,

@@ -30,7 +30,7 @@ from meshcore.telemetry.labels import ResponseFlags
 from ztunnel.proxy.context import PodContext
 from ztunnel.proxy.errors import IllegalDestinationError, ProxyError
 from ztunnel.proxy.next_hop import hostport
-from ztunnel.proxy.observe import Observation, failed
+from ztunnel.proxy.observe import Observation, failed, guess_inbound_service
 from ztunnel.proxy.outbound import CANCELLED
 from ztunnel.proxy.sockets import abort, dial_in_pod, endpoint_of, original_dst
 from ztunnel.proxy.tracking import ConnectionTracker
@@ -66,7 +66,8 @@ async def handle_inbound_plaintext(
     attrs = ConnectionAttributes(None, peer_ip, dst_ip, dst_port, local)
     decision = evaluate_in(snapshot, attrs)
     from_ip = snapshot.workloads_by_address.get((local.network, peer_ip))
-    labels = traffic_labels(reporter=Reporter.DESTINATION, source=from_ip, destination=local)
+    labels = traffic_labels(reporter=Reporter.DESTINATION, source=from_ip, destination=local,
+                            destination_service=guess_inbound_service(snapshot, local, dst_port))
     obs = Observation.start(ctx, labels, src_addr=src_addr, dst_addr=dst_addr)
     if not decision.allowed:
         log.info("plaintext %s -> %s denied: %s", src_addr, dst_addr, decision.rejection_error)

@@ -7,6 +7,10 @@ the authorization decision (counts closed/failed and bytes, logs `connection com
 Early failures before anything is known go to `failed(...)` (`connection failed`, WARN).
 It hands to `meshcore.telemetry` (labels, recorders, access log) and nothing else.
 
+`guess_inbound_service` names the Service an inbound connection to a pod IP most likely came
+through (ztunnel's `guess_inbound_service`): the destination only sees `pod IP:target port`, so
+the `destination_service*` labels would otherwise read `unknown` on the destination side.
+
 Invariants: `finish` is idempotent (the first call wins); durations use trio's clock.
 """
 
@@ -17,7 +21,23 @@ import trio
 from meshcore.authz import Decision
 from meshcore.telemetry import ConnectionEntry, ConnectionRecorder, TrafficLabels
 from meshcore.telemetry.labels import ResponseFlags
+from meshcore.wds import Service, Snapshot, Workload
 from ztunnel.proxy.context import ProxyContext
+
+
+def guess_inbound_service(snapshot: Snapshot, local: Workload, port: int) -> Service | None:
+    """The first Service (by key) that `local` backs with a target port equal to `port`.
+
+    A numeric target port matches directly; a named one (0 here) is resolved by the pod's own
+    port map in `Workload.services`, which is what that entry already holds. None if no Service
+    of the pod maps to `port` (the connection was to the pod IP on a port no Service exposes).
+    """
+    for entry in local.services:
+        if any(p.target_port == port for p in entry.ports):
+            service = snapshot.services.get(entry.service)
+            if service is not None:
+                return service
+    return None
 
 
 class Observation:
