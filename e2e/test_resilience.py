@@ -15,7 +15,6 @@ import time
 import pytest
 
 from ambientctl.sandbox import Sandbox
-from ambientctl.sandbox.checks import WaitTimeout
 from ambientctl.sandbox.kernel import link_names, list_netns, socket_in_netns
 from ambientctl.sandbox.probes import tcp_open
 from ambientctl.sandbox.topology import ISTIOD_IP, ISTIOD_PORT
@@ -124,7 +123,7 @@ def test_deleted_pod_loses_its_rules_listeners_and_certificate(sandbox: Sandbox)
     assert pod in {p["uid"] for p in dump["pods"]}
     assert identity in {c["identity"] for c in dump["certificates"]}
     held = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)  # keeps the netns alive to look in
-    deleted = cert_kept = False
+    deleted = False
     try:
         assert "istio-ambient-nat" in _in_held_netns(held, "nft", "list", "tables")
         assert _listening_ports(held) >= HBONE_PORTS
@@ -144,12 +143,9 @@ def test_deleted_pod_loses_its_rules_listeners_and_certificate(sandbox: Sandbox)
         mesh.poll_until(forgotten, timeout=15, what="node2's ztunnel to forget shop/doomed",
                         last=lambda: mesh.config_dump(sandbox, "node2")["pods"])
         mesh.wait_converged(sandbox)
-        try:
-            mesh.poll_until(lambda: identity not in {
-                c["identity"] for c in mesh.config_dump(sandbox, "node2")["certificates"]},
-                timeout=5, what=f"node2's ztunnel to drop the certificate of {identity}")
-        except WaitTimeout:
-            cert_kept = True
+        mesh.poll_until(lambda: identity not in {
+            c["identity"] for c in mesh.config_dump(sandbox, "node2")["certificates"]},
+            timeout=5, what=f"node2's ztunnel to drop the certificate of {identity}")
         os.close(held)  # the last reference: the kernel now destroys the netns and the veth
         held = -1
         mesh.poll_until(lambda: veth not in link_names(sandbox.node_netns("node2")), timeout=10,
@@ -166,7 +162,3 @@ def test_deleted_pod_loses_its_rules_listeners_and_certificate(sandbox: Sandbox)
                 sandbox.apply(mesh.MANIFESTS / "doomed" / "doomed.yaml")
     mesh.wait_redirection(sandbox, [pod], "enabled")
     assert mesh.http_json(sandbox, "shop/client", sandbox.pod_ip(pod), 8080)["pod"] == pod
-    if cert_kept:  # everything else above passed
-        pytest.xfail("known gap: ztunnel keeps (and renews) the certificate of an identity whose "
-                     "last local pod is gone: nothing calls CertificateManager.forget() on pod "
-                     "removal (ztunnel/inpod/proxies.py)")

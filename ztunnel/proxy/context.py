@@ -52,6 +52,32 @@ class CredentialSource(Protocol):
     def prefetch(self, identity: SpiffeId) -> None:
         """Start fetching `identity`'s certificate now (a pod with it was added)."""
 
+    def forget(self, identity: SpiffeId) -> None:
+        """Stop keeping `identity`'s certificate (no local pod runs as it any more)."""
+
+
+class IdentityUsers:
+    """How many local pod proxies run as each identity, so the last one to stop can drop the
+    certificate (ztunnel forgets identities no local workload uses; AMBIENT-INTERNALS §3.5).
+    Touched only from the trio thread."""
+
+    def __init__(self) -> None:
+        self._counts: dict[SpiffeId, int] = {}
+
+    def acquire(self, identity: SpiffeId) -> bool:
+        """Count one more user; True if it is the first."""
+        self._counts[identity] = self._counts.get(identity, 0) + 1
+        return self._counts[identity] == 1
+
+    def release(self, identity: SpiffeId) -> bool:
+        """Count one user less; True if it was the last."""
+        left = self._counts.get(identity, 0) - 1
+        if left > 0:
+            self._counts[identity] = left
+            return False
+        self._counts.pop(identity, None)
+        return True
+
 
 @dataclasses.dataclass(frozen=True)
 class ProxySettings:
@@ -79,6 +105,7 @@ class ProxyContext:
     )
     metrics: TcpRecorder | None = None
     access_log: AccessLog = dataclasses.field(default_factory=AccessLog)
+    identity_users: IdentityUsers = dataclasses.field(default_factory=IdentityUsers)
 
 
 def find_local_workload(snapshot: Snapshot, pod: PodInfo) -> Workload | None:

@@ -67,7 +67,18 @@ class PodProxy:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:
         ctx = self.context.ctx
-        ctx.certificates.prefetch(self.context.identity())  # ztunnel's "warmup" on pod add
+        identity = self.context.identity()
+        ctx.identity_users.acquire(identity)
+        ctx.certificates.prefetch(identity)  # ztunnel's "warmup" on pod add
+        try:
+            await self._serve(task_status=task_status)
+        finally:
+            if ctx.identity_users.release(identity):
+                ctx.certificates.forget(identity)
+                ctx.tls_contexts.forget(identity)
+
+    async def _serve(self, *, task_status: trio.TaskStatus[None]) -> None:
+        ctx = self.context.ctx
         async with open_hbone_client(
             ctx.settings.hbone_client, socket_factory=self._dial_hbone,
             contexts=ctx.tls_contexts,

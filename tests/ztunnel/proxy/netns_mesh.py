@@ -194,6 +194,9 @@ class Certificates:
         if identity not in self.issued:
             self.issued[identity] = credentials(identity)
 
+    def forget(self, identity: SpiffeId) -> None:
+        self.issued.pop(identity, None)
+
 
 class AccessLines(logging.Handler):
     """Collects the `access` logger's lines; `wait_for` waits (no polling) until enough match.

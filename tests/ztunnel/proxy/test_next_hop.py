@@ -268,3 +268,15 @@ def test_find_local_workload_by_pod_info() -> None:
     assert find_local_workload(snap, PodInfo("u", "server", "shop", "server")).name == "server"
     assert find_local_workload(snap, PodInfo("u", "server", "shop", "other")) is None
     assert find_local_workload(snap, PodInfo("u", "server", "prod")) is None
+
+
+def test_identity_users_last_release_reports_true() -> None:
+    """Two pods with one identity: only the second release says the certificate may go."""
+    from meshcore.identity import SpiffeId
+    from ztunnel.proxy.context import IdentityUsers
+
+    users, sid = IdentityUsers(), SpiffeId("cluster.local", "shop", "cart")
+    assert users.acquire(sid) is True
+    assert users.acquire(sid) is False
+    assert users.release(sid) is False
+    assert users.release(sid) is True
