@@ -177,6 +177,11 @@ class Sandbox:
         if topo.pods:
             with step(f"{len(topo.pods)} pod(s): netns, CNI ADD, app"):
                 self._start_pods(topo, by_key, deadline)
+        with step("control plane config pushed to every ztunnel"):
+            # Pods' IPs and enrollment reach ztunnels asynchronously; traffic sent before this
+            # would meet "no healthy upstream". Local import: checks builds on Sandbox.
+            from ambientctl.sandbox.checks import wait_converged
+            wait_converged(self, timeout=max(1.0, deadline - time.monotonic()))
         took = time.monotonic() - started
         self.state.record("up_seconds", round(took, 3))
         progress(f"sandbox {self.name!r} is ready in {took:.1f}s "
