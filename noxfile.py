@@ -22,7 +22,7 @@ ROOT = pathlib.Path(__file__).parent
 GENERATED_DIR = ROOT / "meshcore" / "protos"
 
 
-@nox.session(python="3.11")
+@nox.session
 def tests(session: nox.Session) -> None:
     """The whole suite (unit, component, interop with Envoy, namespace tests as root)."""
     session.install("-e", ".[test,protos]")
@@ -54,7 +54,7 @@ def demo(session: nox.Session) -> None:
     session.run("ambientctl", "sandbox", "--name", "demo", "demo", *session.posargs)
 
 
-@nox.session(python="3.11")
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff, mypy (strict on the protocol cores) and the import-layer contracts."""
     session.install("-e", ".[lint]")
@@ -63,7 +63,7 @@ def lint(session: nox.Session) -> None:
     session.run("lint-imports")
 
 
-@nox.session(python="3.11")
+@nox.session
 def protos(session: nox.Session) -> None:
     """Regenerate meshcore/protos from protos/*.proto (the output is committed)."""
     session.install("-e", ".[protos]")
@@ -74,7 +74,7 @@ def protos(session: nox.Session) -> None:
     session.log(f"regenerated {GENERATED_DIR.relative_to(ROOT)}")
 
 
-@nox.session(python="3.11")
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against direct TCP and an Envoy HBONE pair, measured in the same run."""
     session.install("-e", ".[test]")
