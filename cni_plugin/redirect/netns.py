@@ -1,98 +1,65 @@
 """Open netlink sockets bound to another network namespace (CONVENTIONS.md #10).
 
-`netlink_sockets(netns)` enters the target netns on a fresh, dedicated OS thread, creates the
-sockets there and switches back; nothing else happens while inside. A socket keeps the netns it was
-created in, so the caller then programs the pod's kernel from any thread of its own netns. If
-switching back fails the thread simply ends (setns is per thread), so the process never runs in the
-wrong namespace.
+`netlink_sockets(netns)` creates the sockets on a fresh, dedicated OS thread switched into the
+target netns (`meshcore.netns.call_in_netns`: enter, create, switch back; nothing else happens
+while inside). A socket keeps the netns it was created in, so the caller then programs the pod's
+kernel from any thread of its own netns. If switching back fails the thread simply ends (setns is
+per thread), so the process never runs in the wrong namespace; the call still fails.
 
-Who calls it: `cni_plugin.redirect.apply`. Hands back plain `socket.socket` objects owned by the
-caller. Also `netns_inode()` to tell namespaces apart (the node's own netns is refused upstream).
+Who calls it: `cni_plugin.redirect.apply` (agent side: the plugin executable never imports
+this). Hands back plain `socket.socket` objects owned by the caller. Also `netns_inode()` to tell
+namespaces apart (the node's own netns is refused upstream). This module only turns meshcore's
+netns errors into the CNI package's (`NetnsNotFoundError`, `RedirectError`).
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import os
 import socket
-import threading
 
 from cni_plugin.errors import NetnsNotFoundError, RedirectError
+from meshcore import netns as mesh_netns
+from meshcore.netns import NetnsRef
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-NetnsRef = str | int  # a path like /var/run/netns/x or /proc/<pid>/ns/net, or an open fd
+__all__ = ["NetnsRef", "netlink_sockets", "netns_inode", "own_netns_inode"]
 
 
-def _open(netns: NetnsRef) -> int:
-    if isinstance(netns, int):
-        return os.dup(netns)
-    try:
-        return os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise NetnsNotFoundError(
-            f"network namespace {netns} does not exist (pod sandbox already gone?)", netns=netns
-        ) from None
-    except OSError as exc:
-        raise RedirectError(f"cannot open network namespace {netns}: {exc}", netns=netns) from exc
+def _cni_error(exc: mesh_netns.NetnsError, netns: NetnsRef) -> RedirectError:
+    if isinstance(exc, mesh_netns.NetnsNotFoundError):
+        return NetnsNotFoundError(f"{exc} (pod sandbox already gone?)", netns=str(netns))
+    if isinstance(exc, mesh_netns.NetnsRestoreError):
+        return RedirectError("could not switch back to the agent's netns", netns=str(netns))
+    return RedirectError(str(exc), netns=str(netns))
 
 
 def netns_inode(netns: NetnsRef) -> int:
     """The inode that identifies the namespace (equal inodes = same netns)."""
-    fd = _open(netns)
     try:
-        return os.fstat(fd).st_ino
-    finally:
-        os.close(fd)
+        return mesh_netns.netns_inode(netns)
+    except mesh_netns.NetnsError as exc:
+        raise _cni_error(exc, netns) from None
 
 
 def own_netns_inode() -> int:
     """Inode of the calling thread's network namespace."""
-    return os.stat("/proc/thread-self/ns/net").st_ino
+    return mesh_netns.thread_netns_inode()
 
 
 def netlink_sockets(netns: NetnsRef, protocols: tuple[int, ...]) -> list[socket.socket]:
     """One AF_NETLINK socket per protocol number, all living in `netns`."""
-    target = _open(netns)
-    result: list[socket.socket] = []
-    failure: list[BaseException] = []
+    made: list[socket.socket] = []
 
-    def enter_create_restore() -> None:
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if _libc.setns(target, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                if err == errno.EINVAL:
-                    failure.append(NetnsNotFoundError(
-                        f"{netns} is not a network namespace", netns=str(netns)))
-                else:
-                    failure.append(RedirectError(
-                        f"setns({netns}) failed: {os.strerror(err)} (running as root?)",
-                        netns=str(netns)))
-                return
-            try:
-                for proto in protocols:
-                    result.append(socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, proto))
-            except OSError as exc:
-                failure.append(RedirectError(f"netlink socket in {netns}: {exc}",
-                                             netns=str(netns)))
-            finally:
-                if _libc.setns(home, CLONE_NEWNET) != 0:
-                    # This thread ends right after; setns is per thread, nothing else ran here.
-                    failure.append(RedirectError("could not switch back to the agent's netns"))
-        finally:
-            os.close(home)
+    def create() -> None:
+        for proto in protocols:
+            made.append(socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, proto))
 
     try:
-        thread = threading.Thread(target=enter_create_restore, name="netns-enter", daemon=True)
-        thread.start()
-        thread.join()
-    finally:
-        os.close(target)
-    if failure:
-        for sock in result:
+        mesh_netns.call_in_netns(netns, create, thread_name="netns-enter")
+    except BaseException as exc:
+        for sock in made:
             sock.close()
-        raise failure[0]
-    return result
+        if isinstance(exc, mesh_netns.NetnsError):
+            raise _cni_error(exc, netns) from None
+        if isinstance(exc, OSError):
+            raise RedirectError(f"netlink socket in {netns}: {exc}", netns=str(netns)) from exc
+        raise
+    return made

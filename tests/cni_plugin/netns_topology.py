@@ -13,6 +13,7 @@ import socket
 import subprocess
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as pnetns
@@ -108,8 +109,17 @@ def observe_routing(ns: str) -> tuple[list[tuple], list[tuple]]:
             (m["family"], m["type"], m["dst_len"], m.get_attr("RTA_TABLE"),
              str(m.get_attr("RTA_DST")), m.get_attr("RTA_OIF"))
             for fam in (socket.AF_INET, socket.AF_INET6)
-            for m in ipr.route("dump", family=fam))
+            for m in ipr.route("dump", family=fam)
+            if not _kernel_link_local(m))
     return ip_rules, routes
+
+
+def _kernel_link_local(route: Any) -> bool:
+    """IPv6 link-local and multicast routes the kernel adds on its own once a link's address
+    finishes duplicate-address detection, at a moment no test controls: never ours, so they
+    are left out of before/after comparisons."""
+    dst = str(route.get_attr("RTA_DST") or "")
+    return route["family"] == socket.AF_INET6 and dst.startswith(("fe80:", "ff00:"))
 
 
 def original_dst(sock: socket.socket) -> tuple[str, int]:

@@ -8,7 +8,8 @@ Invariants:
 - Switching namespace is per thread (setns(2) acts on the calling thread). `in_netns()` saves the
   thread's own namespace from /proc/thread-self (not /proc/self, which names the main thread),
   switches, and restores in `finally`; nothing inside may await, and it is only ever used to
-  create sockets or fork a child, which keep the namespace they were made in.
+  create sockets or fork a child, which keep the namespace they were made in. The switching
+  itself is `meshcore.netns` (`entered`, `call_in_netns`); this module adds names and errors.
 - Everything made here is removed by `delete_netns`/the context managers even when the body
   raises: leftover processes inside the namespace are killed by pid, then the namespace (and
   with it its veth ends) is deleted.
@@ -20,7 +21,6 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import ipaddress
 import os
@@ -28,23 +28,21 @@ import re
 import secrets
 import signal
 import subprocess
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
+from meshcore import netns as mesh_netns
+
 NETNS_RUN_DIR = "/var/run/netns"
-CLONE_NEWNET = 0x40000000
 IFNAMSIZ_MAX = 15
 
-_libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
-
-
-class NetnsError(Exception):
-    """A namespace operation failed; the message names the namespace and what to check."""
+# A namespace operation failed; the message names the namespace and what to check. Entering
+# raises meshcore's subclasses (NetnsNotFoundError, NetnsEnterError, NetnsRestoreError).
+NetnsError = mesh_netns.NetnsError
 
 
 def unique_name(tag: str, *, limit: int = 24) -> str:
@@ -53,54 +51,19 @@ def unique_name(tag: str, *, limit: int = 24) -> str:
     return f"t-{slug[: limit - 7].rstrip('-')}-{secrets.token_hex(2)}"
 
 
-def _setns(fd: int, what: str) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise NetnsError(f"setns into {what} failed: {os.strerror(err)} (are we root?)")
-
-
-@contextlib.contextmanager
-def in_netns(name: str) -> Iterator[None]:
+def in_netns(name: str) -> contextlib.AbstractContextManager[None]:
     """Run the body with the *current thread* inside netns `name`; restore it afterwards.
 
     Synchronous only: no await inside (a trio task switch would run other tasks in the
     wrong namespace). Sockets created inside stay in `name` after the block.
     """
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        try:
-            target = os.open(os.path.join(NETNS_RUN_DIR, name), os.O_RDONLY)
-        except FileNotFoundError as exc:
-            raise NetnsError(f"network namespace {name!r} does not exist") from exc
-        try:
-            _setns(target, f"netns {name!r}")
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            _setns(own, "the thread's original netns")
-    finally:
-        os.close(own)
+    return mesh_netns.entered(os.path.join(NETNS_RUN_DIR, name))
 
 
 def call_in_netns(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call `fn` on a fresh thread that lives in netns `name`; return its result or raise."""
-    box: dict[str, Any] = {}
-
-    def runner() -> None:
-        try:
-            with in_netns(name):
-                box["result"] = fn(*args, **kwargs)
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=runner, name=f"netns-{name}")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["result"]  # type: ignore[no-any-return]
+    return mesh_netns.call_in_netns(os.path.join(NETNS_RUN_DIR, name), fn, *args,
+                                    thread_name=f"netns-{name}", **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
