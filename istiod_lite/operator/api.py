@@ -2,8 +2,8 @@
 
 Called by the kopf handlers (`handlers.py`) and `controller.py`, which apply manifests from the
 pure reconcilers; kopf itself does the watching. This module holds no HTTP code: it adds the
-Mesh kind to the shared kind table, fixes the operator's user agent and 403 hint, and keeps the
-names the operator uses (`Api`, `ApiError`, `path`, `path_of`, `contains`).
+Mesh and ConfigMap kinds to the shared kind table, fixes the operator's user agent and 403
+hint, and keeps the names the operator uses (`Api`, `ApiError`, `path`, `path_of`, `contains`).
 
 Errors: `ApiError` (= `KubeApiError`) says whether a retry can help (`retryable`: unreachable,
 409, 429, 5xx); handlers turn it into `kopf.TemporaryError` or `kopf.PermanentError`.
@@ -30,6 +30,7 @@ from meshcore.kube import (
 ApiError = KubeApiError
 KINDS: Mapping[str, Kind] = {
     **BUILTIN_KINDS,
+    "ConfigMap": Kind("v1", "configmaps", True),
     c.MESH_KIND: Kind(f"{c.GROUP}/{c.VERSION}", c.MESH_PLURAL, False),
 }
 FORBIDDEN_HINT = "does the operator's ClusterRole allow this?"

@@ -36,6 +36,9 @@ CA_SECRET_NAME = "istio-ca-secret"
 CA_CERT_KEY = "ca-cert.pem"
 CA_KEY_KEY = "ca-key.pem"
 CA_MOUNT = "/etc/istiod-lite/ca"
+# The root certificate published into user namespaces (as Istio does): ConfigMap name and key.
+ROOT_CERT_CONFIGMAP = "istio-ca-root-cert"
+ROOT_CERT_KEY = "root-cert.pem"
 
 # -- ztunnel -------------------------------------------------------------------------------------
 ZTUNNEL_NAME = "ztunnel"
@@ -101,7 +104,7 @@ def ztunnel_command(*, namespace: str, trust_domain: str, log_level: str) -> lis
             "--ca-address", istiod_address(namespace),
             "--trust-domain", trust_domain,
             "--token-file", TOKEN_FILE,
-            "--root-cert", f"{ROOT_CERT_DIR}/root-cert.pem",
+            "--root-cert", f"{ROOT_CERT_DIR}/{ROOT_CERT_KEY}",
             "--istiod-server-name", f"{ISTIOD_NAME}.{namespace}.svc",
             "--zds-socket", ZDS_SOCKET,
             "--admin", f"127.0.0.1:{ZTUNNEL_ADMIN_PORT}",
@@ -142,7 +145,7 @@ def waypoint_command(*, gateway: str, system_namespace: str, trust_domain: str) 
             "--ca-address", istiod_address(system_namespace),
             "--trust-domain", trust_domain,
             "--token-file", TOKEN_FILE,
-            "--root-cert", f"{ROOT_CERT_DIR}/root-cert.pem",
+            "--root-cert", f"{ROOT_CERT_DIR}/{ROOT_CERT_KEY}",
             "--istiod-server-name", f"{ISTIOD_NAME}.{system_namespace}.svc",
             "--listen", f"0.0.0.0:{WAYPOINT_HBONE_PORT}",
             "--readiness", f"0.0.0.0:{WAYPOINT_STATUS_PORT}",

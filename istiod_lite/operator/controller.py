@@ -6,6 +6,8 @@ validate (`spec.parse_mesh_spec`; invalid → `Accepted=False` naming the field,
 `reconcile.reconcile_mesh`, then one rollout step (`rollout.observe_cluster` +
 `rollout.decide_rollout`: delete the next pods) and the status (`status.mesh_conditions`).
 For a waypoint Gateway: apply `waypoints.reconcile_waypoint` and write its status.
+Root certificate (`rootcert.py`): after the Mesh objects, on each waypoint Gateway (its
+namespace) and on events of the CA Secret, ensure `istio-ca-root-cert` in waypoint namespaces.
 API errors become kopf's retry semantics (`kopf.TemporaryError` when retrying can help,
 else `kopf.PermanentError`); a failed apply is also reported as `Ready=False ReconcileFailed`.
 Invariant: steps for one Mesh are serialised by a lock (all handlers run on kopf's loop).
@@ -25,7 +27,7 @@ import kopf
 from istiod_lite.ca.authority import ROOT_LIFETIME
 from istiod_lite.operator import api as k8s
 from istiod_lite.operator import components as c
-from istiod_lite.operator import reconcile, rollout, status, waypoints
+from istiod_lite.operator import reconcile, rollout, rootcert, status, waypoints
 from istiod_lite.operator.spec import MeshSpec, MeshSpecError, parse_mesh_spec
 from meshcore import pki
 from meshcore.kube import KubeClient
@@ -81,6 +83,7 @@ class Operator:
                 mesh, owner, pki.cert_pem(root.certificate), pki.private_key_pem(root.key)))
         for manifest in reconcile.reconcile_mesh(mesh, owner):
             await self.api.apply(manifest)
+        await self.publish_root_cert(mesh, owner)
 
     async def rollout_step(self, body: Mapping[str, Any]) -> None:
         try:
@@ -130,17 +133,69 @@ class Operator:
         if not k8s.contains(live.get("status") or {}, new):
             await self.api.patch_status({**body, "kind": c.MESH_KIND}, new)
 
+    # -- root certificate in waypoint namespaces -------------------------------------------------
+    async def publish_root_cert(self, mesh: MeshSpec, owner: reconcile.Owner,
+                                namespaces: list[str] | None = None) -> None:
+        """Ensure `istio-ca-root-cert` in `namespaces` (default: every waypoint namespace).
+
+        Callers hold the Mesh's lock. Without the CA Secret nothing happens (the Mesh
+        reconcile creates it, then calls this for every waypoint namespace).
+        """
+        secret = await self.api.get(k8s.path("Secret", mesh.namespace, c.CA_SECRET_NAME))
+        if secret is None:
+            return
+        try:
+            root = rootcert.root_cert_of(secret)
+        except rootcert.RootCertError as exc:
+            log.error("cannot publish the root certificate: %s (waypoints will not start)", exc)
+            return
+        if namespaces is None:
+            try:
+                gateways = await self.api.list(k8s.path("Gateway"))
+            except k8s.ApiError as exc:
+                if exc.status != 404:
+                    raise
+                gateways = []  # the Gateway API CRDs are not installed: no waypoints
+            namespaces = rootcert.waypoint_namespaces(gateways)
+        existing = {ns: await self.api.get(k8s.path("ConfigMap", ns, c.ROOT_CERT_CONFIGMAP))
+                    for ns in namespaces}
+        plan = rootcert.reconcile_root_certs(root, namespaces, existing, owner)
+        for ns in plan.foreign:
+            log.warning("ConfigMap %s/%s exists and is not managed by %s: left as it is (its "
+                        "%s must be this mesh's root for the waypoints there)",
+                        ns, c.ROOT_CERT_CONFIGMAP, c.MANAGED_BY, c.ROOT_CERT_KEY)
+        for manifest in plan.objects:
+            await self.api.apply(manifest)
+
+    async def ca_secret_changed(self, secret: Mapping[str, Any], meshes: list[Any]) -> None:
+        """The CA Secret changed (e.g. a new root): republish for the Meshes that use it."""
+        for body in meshes:
+            try:
+                mesh = parse_mesh_spec(body.get("spec"))
+            except MeshSpecError:
+                continue
+            if mesh.namespace != secret["metadata"].get("namespace"):
+                continue
+            owner = reconcile.Owner(body["metadata"]["name"], body["metadata"].get("uid", ""))
+            async with self.lock(owner.name):
+                await _retrying(self.publish_root_cert(mesh, owner))
+
     # -- waypoints --------------------------------------------------------------------------------
     async def reconcile_gateway(self, body: Mapping[str, Any], meshes: list[Any]) -> None:
-        mesh = _first_valid(meshes)
-        if mesh is None:
+        found = _first_valid(meshes)
+        if found is None:
             await self._write_gateway_status(body, [
                 rollout.Condition("Accepted", "False", "Pending",
                                   "no valid Mesh resource exists; create one (docs/operator.md)"),
                 rollout.Condition("Programmed", "False", "Pending", "no Mesh")], [])
             raise kopf.TemporaryError("no valid Mesh to take the waypoint image from",
                                       delay=RETRY_DELAY)
+        mesh, owner = found
         plan = waypoints.reconcile_waypoint(body, mesh)
+        if plan.objects:  # the root certificate first: the waypoint pod mounts it
+            async with self.lock(owner.name):
+                await _retrying(self.publish_root_cert(mesh, owner,
+                                                       [body["metadata"]["namespace"]]))
         for manifest in plan.objects:
             await _retrying(self.api.apply(manifest))
         await _retrying(self.refresh_gateway(body, plan))
@@ -185,10 +240,11 @@ async def _retrying(coro: Any) -> Any:
         raise _kopf_error(exc) from exc
 
 
-def _first_valid(meshes: list[Any]) -> MeshSpec | None:
+def _first_valid(meshes: list[Any]) -> tuple[MeshSpec, reconcile.Owner] | None:
     for body in sorted(meshes, key=lambda b: b["metadata"]["name"]):
         try:
-            return parse_mesh_spec(body.get("spec"))
+            spec = parse_mesh_spec(body.get("spec"))
         except MeshSpecError:
             continue
+        return spec, reconcile.Owner(body["metadata"]["name"], body["metadata"].get("uid", ""))
     return None

@@ -9,6 +9,8 @@ Handlers:
   pods and of our Deployments/DaemonSets → `rollout_step` for every Mesh (kopf index).
 * Gateway (class istio-waypoint) create/update/resume → `reconcile_gateway`; events of a
   waypoint's Deployment → `refresh_gateway` (status: Programmed, addresses).
+* events of a Secret named `istio-ca-secret` → `ca_secret_changed` (republish the root
+  certificate ConfigMaps, `rootcert.py`).
 kopf adds the finalizer `ambient-py.io/operator` to Meshes (it needs one for the timer).
 """
 
@@ -90,5 +92,15 @@ def build_registry(operator: Operator, *, rollout_interval: float = 10.0) -> kop
         index: kopf.Index[str, dict[str, Any]] = kwargs["mesh_index"]
         meshes = [b for bodies in index.values() for b in bodies]
         await operator.reconcile_gateway(body, meshes)
+
+    def is_ca_secret(name: str, **_: Any) -> bool:
+        return name == c.CA_SECRET_NAME
+
+    @kopf.on.event("v1", "secrets", when=is_ca_secret, registry=registry)
+    async def ca_secret_event(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
+        if type == "DELETED":
+            return
+        index: kopf.Index[str, dict[str, Any]] = kwargs["mesh_index"]
+        await operator.ca_secret_changed(body, [b for bs in index.values() for b in bs])
 
     return registry

@@ -9,7 +9,9 @@ Gateway, labelled `gateway.networking.k8s.io/gateway-name`, `.../gateway-class-n
 `gateway.istio.io/managed=istio.io-mesh-controller`, owned by the Gateway (so deleting the
 Gateway garbage-collects them); the pod opts out of capture (`istio.io/dataplane-mode=none`);
 the Service is ClusterIP with `status-port` 15021 and one port per listener (`mesh` 15008,
-appProtocol `hbone`). `status.addresses` is filled only once a waypoint pod is ready.
+appProtocol `hbone`); the pod mounts the ConfigMap `istio-ca-root-cert` (`rootcert.py`) at
+/var/run/secrets/istio, read-only, for `--root-cert`. `status.addresses` is filled only once
+a waypoint pod is ready.
 """
 
 from __future__ import annotations
@@ -94,11 +96,18 @@ def reconcile_waypoint(gateway: Mapping[str, Any], mesh: MeshSpec) -> WaypointPl
                                                        "port": c.WAYPOINT_STATUS_PORT},
                                            "periodSeconds": 5, "failureThreshold": 4},
                         "securityContext": restricted_security_context(),
-                        "volumeMounts": [{"name": "istio-token", "mountPath": c.TOKEN_DIR}],
+                        "volumeMounts": [{"name": "istio-token", "mountPath": c.TOKEN_DIR},
+                                         {"name": "istio-root", "mountPath": c.ROOT_CERT_DIR,
+                                          "readOnly": True}],
                         **({"resources": mesh.waypoint.resources.manifest()}
                            if mesh.waypoint.resources.manifest() else {}),
                     }],
-                    "volumes": [token_volume()],
+                    "volumes": [token_volume(),
+                                # Published into this namespace by rootcert.py (Istio's name).
+                                {"name": "istio-root", "configMap": {
+                                    "name": c.ROOT_CERT_CONFIGMAP,
+                                    "items": [{"key": c.ROOT_CERT_KEY,
+                                               "path": c.ROOT_CERT_KEY}]}}],
                 },
             },
         },

@@ -33,6 +33,7 @@ RESOURCES = {  # kmock key -> (kind, namespaced, subresources)
     "v1/nodes": ("Node", False, set()),
     "v1/pods": ("Pod", True, {"status"}),
     "v1/secrets": ("Secret", True, set()),
+    "v1/configmaps": ("ConfigMap", True, set()),
     "v1/services": ("Service", True, {"status"}),
     "v1/serviceaccounts": ("ServiceAccount", True, set()),
     "v1/events": ("Event", True, set()),

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from e2e.kind.chart_render import UnsupportedTemplate, render_chart, render_template
-from istiod_lite.operator import reconcile, waypoints
+from istiod_lite.operator import reconcile, rootcert, waypoints
 from istiod_lite.operator.spec import parse_mesh_spec
 from tests.istiod_lite.operator import factories as f
 from tests.istiod_lite.operator.conftest import RESOURCES, stored
@@ -105,13 +105,14 @@ def test_subset_renderer_matches_helm_template():
 
 
 def test_operator_manifests_validate_against_kubernetes_schemas():
-    """Everything reconcile_mesh and the waypoint controller create passes strict validation."""
+    """Everything reconcile_mesh, the waypoint controller and rootcert create validates."""
     mesh = parse_mesh_spec({"version": "0.1.0", "ztunnel": {"resources": {
         "requests": {"cpu": "100m", "memory": "64Mi"}}}})
     owner = reconcile.Owner("default", "uid-1")
     objs = [reconcile.namespace(mesh), reconcile.ca_secret(mesh, owner, b"c", b"k"),
             *reconcile.reconcile_mesh(mesh, owner),
-            *waypoints.reconcile_waypoint(f.waypoint_gateway(), mesh).objects]
+            *waypoints.reconcile_waypoint(f.waypoint_gateway(), mesh).objects,
+            rootcert.root_cert_configmap("shop", "-----BEGIN CERTIFICATE-----\n", owner)]
     assert len(objs) > 12
     for obj in objs:
         validate(obj)
