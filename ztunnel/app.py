@@ -29,6 +29,7 @@ from meshcore.admin.jsonable import to_jsonable
 from meshcore.grpc_bridge import AsyncioBridge, open_asyncio_bridge
 from meshcore.kube import KubeClient
 from meshcore.protos.envoy.config.core.v3 import Node
+from meshcore.telemetry import Tracing, TracingConfig
 from meshcore.telemetry.access_log import AccessLog
 from meshcore.telemetry.metrics import MeshMetrics
 from meshcore.workload_identity.ca_client import CaClient, CaClientConfig
@@ -83,11 +84,14 @@ class Ztunnel:
         self.metrics = MeshMetrics("ztunnel")
         self.netns_sockets = NetnsSocketFactory()
         self.pod_source: WorkloadManager | None = None
+        # Off unless OTEL_* configures an exporter (docs/observability.md).
+        self.tracing = Tracing(TracingConfig.from_env("ztunnel"))
         if config.zds_socket is not None:
             context = ProxyContext(
                 config=self.config_client, certificates=self.certificates,
                 metrics=self.metrics.tcp, access_log=AccessLog(config.access_log_format),
                 settings=ProxySettings(trust_domain=config.trust_domain),
+                tracing=self.tracing,
             )
             self.pod_source = WorkloadManager(
                 pod_proxy_factory(context), self.netns_sockets,
@@ -172,3 +176,4 @@ async def run(
                 await zt.ca_client.aclose()
             zt.netns_sockets.close()
             zt.metrics.shutdown()
+            zt.tracing.shutdown()

@@ -23,7 +23,7 @@ import trio
 from meshcore import tlsconfig
 from meshcore.hbone_trio import ClientConfig, HboneClient, ServerConfig
 from meshcore.identity import SpiffeId
-from meshcore.telemetry import AccessLog, TcpRecorder
+from meshcore.telemetry import AccessLog, TcpRecorder, Tracing, TracingConfig
 from meshcore.wds import Snapshot, Workload
 from ztunnel.inpod.pod import PodInfo, PodNetns
 from ztunnel.proxy.errors import SourceWorkloadUnknownError
@@ -106,6 +106,8 @@ class ProxyContext:
     metrics: TcpRecorder | None = None
     access_log: AccessLog = dataclasses.field(default_factory=AccessLog)
     identity_users: IdentityUsers = dataclasses.field(default_factory=IdentityUsers)
+    # A span per tunnelled connection when tracing is configured (Istio's ztunnel has none).
+    tracing: Tracing = dataclasses.field(default_factory=lambda: Tracing(TracingConfig()))
 
 
 def find_local_workload(snapshot: Snapshot, pod: PodInfo) -> Workload | None:

@@ -162,8 +162,7 @@ class InboundHbone:
         )
         trace = parse_or_none(request.header("traceparent"))
         obs = Observation.start(ctx, labels, src_addr=src_addr, dst_addr=dst_addr,
-                                dst_hbone_addr=upstream,
-                                trace_id=trace.trace_id_hex if trace is not None else None)
+                                dst_hbone_addr=upstream, parent=trace)
         if not decision.allowed:
             log.info("HBONE CONNECT %s from %s denied: %s", upstream, request.peer_identity,
                      decision.rejection_error)

@@ -11,16 +11,24 @@ It hands to `meshcore.telemetry` (labels, recorders, access log) and nothing els
 through (ztunnel's `guess_inbound_service`): the destination only sees `pod IP:target port`, so
 the `destination_service*` labels would otherwise read `unknown` on the destination side.
 
+With tracing configured (`ProxyContext.tracing`), each observation also owns ztunnel's span for
+the connection (CLIENT outbound, SERVER inbound, parented on the CONNECT's `traceparent`); with
+tracing off the handle is virtual but still yields the `traceparent` outbound sends.
+
 Invariants: `finish` is idempotent (the first call wins); durations use trio's clock.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import trio
 
 from meshcore.authz import Decision
 from meshcore.telemetry import ConnectionEntry, ConnectionRecorder, TrafficLabels
-from meshcore.telemetry.labels import ResponseFlags
+from meshcore.telemetry.labels import Reporter, ResponseFlags
+from meshcore.telemetry.traceparent import TraceParent
+from meshcore.telemetry.tracing import SpanHandle, label_attributes
 from meshcore.wds import Service, Snapshot, Workload
 from ztunnel.proxy.context import ProxyContext
 
@@ -51,25 +59,37 @@ class Observation:
         src_addr: str,
         dst_addr: str,
         dst_hbone_addr: str | None = None,
-        trace_id: str | None = None,
+        parent: TraceParent | None = None,
     ) -> None:
         self._ctx = ctx
         self._labels = labels
         self._src_addr = src_addr
         self._dst_addr = dst_addr
         self._dst_hbone_addr = dst_hbone_addr
-        self._trace_id = trace_id
         self._started = trio.current_time()
         self._recorder: ConnectionRecorder | None = None
         self._done = False
+        direction = "outbound" if labels.reporter == Reporter.SOURCE else "inbound"
+        self._span_scope = contextlib.ExitStack()
+        self.span: SpanHandle = self._span_scope.enter_context(ctx.tracing.connection_span(
+            direction, parent=parent, attributes=label_attributes(labels)))
+        self._trace_id: str | None = self.span.trace_id
 
     @classmethod
-    def start(cls, ctx: ProxyContext, labels: TrafficLabels, **kwargs: str | None) -> Observation:
-        obs = cls(ctx, labels, **kwargs)  # type: ignore[arg-type]
+    def start(cls, ctx: ProxyContext, labels: TrafficLabels, *, src_addr: str, dst_addr: str,
+              dst_hbone_addr: str | None = None, parent: TraceParent | None = None,
+              ) -> Observation:
+        obs = cls(ctx, labels, src_addr=src_addr, dst_addr=dst_addr,
+                  dst_hbone_addr=dst_hbone_addr, parent=parent)
         if ctx.metrics is not None:
             obs._recorder = ctx.metrics.open(labels)
         ctx.access_log.connection_opened(obs._entry(labels))
         return obs
+
+    @property
+    def traceparent(self) -> TraceParent:
+        """The trace context to send on this connection's CONNECT (outbound)."""
+        return self.span.traceparent
 
     def finish(
         self,
@@ -95,6 +115,9 @@ class Observation:
             decision=decision,
         )
         self._ctx.access_log.connection_complete(entry)
+        if error:
+            self.span.fail(error)
+        self._span_scope.close()
 
     def _entry(self, labels: TrafficLabels, **extra: object) -> ConnectionEntry:
         return ConnectionEntry(

@@ -33,7 +33,7 @@ from meshcore.hbone_trio import (
     HboneTrioError,
     relay,
 )
-from meshcore.telemetry import TraceParent, format_baggage, traffic_labels
+from meshcore.telemetry import format_baggage, traffic_labels
 from meshcore.telemetry.labels import Reporter, ResponseFlags
 from meshcore.wds import IPAddress, Workload
 from meshcore.workload_identity.errors import IdentityError
@@ -115,15 +115,14 @@ async def _via_hbone(
     pod: PodContext, app: trio.SocketStream, source: Workload, hop: HboneHop, src_addr: str
 ) -> None:
     ctx = pod.ctx
-    trace = TraceParent.random()
     obs = Observation.start(
         ctx, _labels(source, hop, True), src_addr=src_addr, dst_addr=hostport(*hop.address),
-        dst_hbone_addr=hop.authority, trace_id=trace.trace_id_hex,
+        dst_hbone_addr=hop.authority,
     )
     headers = [
         ("baggage", format_baggage(source)),
         ("forwarded", forwarded_header(src_addr, hop.service.hostname if hop.service else None)),
-        ("traceparent", trace.format()),
+        ("traceparent", obs.traceparent.format()),
     ]
     assert pod.client is not None, "outbound handler runs only while the pod proxy serves"
     try:

@@ -25,7 +25,7 @@ from cni_plugin.redirect import apply
 from cni_plugin.redirect.rules import RedirectConfig
 from meshcore.identity import SpiffeId
 from meshcore.protos.istio import security as sec
-from meshcore.telemetry import AccessLog, MeshMetrics
+from meshcore.telemetry import AccessLog, MeshMetrics, Tracing, TracingConfig
 from meshcore.tlsconfig import WorkloadCredentials
 from meshcore.wds import Snapshot
 from tests.meshcore.hbone_trio.certs import credentials
@@ -258,17 +258,20 @@ async def start_apps(nursery: trio.Nursery, topo: dict[str, Netns]) -> tuple[Ech
     return echo_b, echo_c
 
 
-def proxy_context(feed: ConfigFeed, metrics: MeshMetrics | None = None) -> ProxyContext:
+def proxy_context(feed: ConfigFeed, metrics: MeshMetrics | None = None,
+                  tracing: Tracing | None = None) -> ProxyContext:
     return ProxyContext(config=feed, certificates=Certificates(), access_log=AccessLog(),
-                        metrics=metrics.tcp if metrics is not None else None)
+                        metrics=metrics.tcp if metrics is not None else None,
+                        tracing=tracing or Tracing(TracingConfig()))
 
 
 @contextlib.asynccontextmanager
-async def running_mesh(topo: dict[str, Netns], snap: Snapshot) -> AsyncIterator[Mesh]:
+async def running_mesh(topo: dict[str, Netns], snap: Snapshot,
+                       tracing: Tracing | None = None) -> AsyncIterator[Mesh]:
     """Proxies for pods A and B (and echo apps in B on 8080 and C on 9090), torn down after."""
     feed = ConfigFeed(snap)
     metrics = MeshMetrics("ztunnel")
-    ctx = proxy_context(feed, metrics)
+    ctx = proxy_context(feed, metrics, tracing)
     sockets = NetnsSocketFactory()
     fds = [os.open(topo[n].path, os.O_RDONLY | os.O_CLOEXEC) for n in ("a", "b")]
     try:

@@ -69,6 +69,30 @@ async def test_pod_ip_roundtrip_through_hbone(topology: dict[str, Netns]) -> Non
         assert line.endswith(f" {len(payload)}")
 
 
+async def test_tunnelled_connection_gets_linked_client_and_server_spans(
+        topology: dict[str, Netns]) -> None:
+    """With tracing on, outbound and inbound ztunnel spans share a trace; inbound's parent is
+    the outbound span (the CONNECT carried its traceparent)."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from meshcore.telemetry import Tracing, TracingConfig
+
+    exporter = InMemorySpanExporter()
+    tracing = Tracing(TracingConfig(enabled=True, service_name="ztunnel"), exporter=exporter)
+    with trio.fail_after(TIMEOUT):
+        async with running_mesh(topology, snapshot(*base_items()), tracing) as mesh:
+            stream = await app_connect(topology["a"], B_IP, APP_PORT)
+            assert await roundtrip(stream, b"traced") == b"traced"
+            await stream.aclose()
+            await mesh.access.wait_for(2, "connection complete")
+    spans = {s.kind: s for s in exporter.get_finished_spans()}
+    client, server = spans[SpanKind.CLIENT], spans[SpanKind.SERVER]
+    assert client.context.trace_id == server.context.trace_id
+    assert server.parent is not None and server.parent.span_id == client.context.span_id
+    assert client.attributes["istio.source_principal"] == "spiffe://cluster.local/ns/shop/sa/a"
+
+
 async def test_ipv6_pod_ip_roundtrip(topology: dict[str, Netns]) -> None:
     """A → B over IPv6: IP6T_SO_ORIGINAL_DST, a bracketed authority, A's v6 IP at the app."""
     with trio.fail_after(TIMEOUT):
