@@ -12,6 +12,9 @@ run as two processes, like the Envoy pair it is compared with (DESIGN §6: 10.9 
 iperf3 a Python source/sink process stands in (it costs more CPU, so numbers are lower).
 
 `--profile client|server` runs that proxy under cProfile and prints its top functions.
+`--strace client|server` attaches `strace -c -f` to that proxy for the measurement and prints
+its syscall counts (deterministic, unlike timings on a shared machine: e.g. recvfrom calls and
+EAGAIN errors per round trip).
 Certificates come from meshcore.pki, written to a temporary directory for the child processes.
 """
 
@@ -172,10 +175,16 @@ def _python_source(port: int, seconds: float) -> float:
 
 
 def measure(
-    seconds: float, streams: int, profile: str | None, use_iperf: bool, pingpong: int = 0
+    seconds: float,
+    streams: int,
+    profile: str | None,
+    use_iperf: bool,
+    pingpong: int = 0,
+    trace: str | None = None,
 ) -> float:
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="hbone-bench-"))
     procs: list[subprocess.Popen] = []  # type: ignore[type-arg]
+    tracer: subprocess.Popen | None = None  # type: ignore[type-arg]
     try:
         write_credentials(workdir)
         sink, hbone, listen = _free_port(), _free_port(), _free_port()
@@ -201,6 +210,13 @@ def measure(
             _wait_port(port)
         roles = ("server", "client")
         cpu0 = {name: _cpu_seconds(p.pid) for name, p in zip(roles, procs[1:], strict=True)}
+        if trace:
+            pid = procs[1 + roles.index(trace)].pid
+            tracer = subprocess.Popen(
+                ["strace", "-c", "-f", "-o", str(workdir / "strace.txt"), "-p", str(pid)],
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(0.5)  # let it attach
         busy0 = _machine_busy()
         if pingpong:
             out = subprocess.run(
@@ -237,6 +253,12 @@ def measure(
               flush=True)
         return gbps
     finally:
+        if tracer is not None:
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(timeout=10)
+            with contextlib.suppress(OSError):
+                print(f"  strace -c of the {trace} proxy:")
+                print((workdir / "strace.txt").read_text(), flush=True)
         for p in reversed(procs):
             p.send_signal(signal.SIGINT)
         for p in reversed(procs):
@@ -264,6 +286,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", choices=["client", "server"])
+    parser.add_argument("--strace", choices=["client", "server"],
+                        help="count that proxy's syscalls with strace -c during the measurement")
     parser.add_argument("--python-source", action="store_true", help="do not use iperf3")
     parser.add_argument("--pingpong", type=int, default=0, metavar="N",
                         help="measure N 64-byte round trips instead of throughput")
@@ -274,7 +298,9 @@ def main() -> None:
     use_iperf = shutil.which("iperf3") is not None and not args.python_source
     results = []
     for _ in range(args.repeat):
-        gbps = measure(args.seconds, args.streams, args.profile, use_iperf, args.pingpong)
+        gbps = measure(
+            args.seconds, args.streams, args.profile, use_iperf, args.pingpong, args.strace
+        )
         results.append(gbps)
         if args.pingpong:
             continue

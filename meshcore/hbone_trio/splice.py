@@ -16,7 +16,8 @@ and Python layers per message (docs/hbone-data-path.md, "Splice").
   module's drain task, which waits for writability. The drain sends from the head of the
   queue without popping it first, so the reader never overtakes a partly sent chunk.
 - socket -> tunnel: one task does non-blocking `recv_into` (256 KiB, reused buffer), waiting
-  for readability only when the socket is empty, and encrypts + sends the DATA frames itself
+  for readability only when the socket is empty (or, after a read shorter than
+  `rawsock.SHORT_READ`, before the next `recv`), and encrypts + sends the DATA frames itself
   (`TunnelStream._send_all(checkpoint=False)`): a message that did not have to wait costs no
   scheduler round besides the wait for the next read. Every few consecutive reads that never
   waited it takes a checkpoint, so a bulk sender cannot starve other tasks.
@@ -34,7 +35,7 @@ import socket
 
 import trio
 
-from meshcore.hbone_trio.rawsock import raw_socket
+from meshcore.hbone_trio.rawsock import SHORT_READ, raw_socket
 from meshcore.hbone_trio.tunnel import DirectSink, TunnelStream
 
 # Reads in a row that never waited before the socket->tunnel task yields to the scheduler.
@@ -132,17 +133,23 @@ async def _socket_to_tunnel(
     buf = bytearray(size)
     view = memoryview(buf)
     streak = 0
+    drained = False  # the last read was short: wait first (see rawsock.SHORT_READ)
     while True:
+        if drained:
+            streak = 0
+            await trio.lowlevel.wait_readable(sock)
         try:
             n = sock.recv_into(buf)
         except BlockingIOError:
             streak = 0
+            drained = False
             await trio.lowlevel.wait_readable(sock)
             continue
         except OSError as exc:
             raise _socket_error(exc) from exc
         if not n:
             break
+        drained = n < SHORT_READ
         streak += 1
         # The frames alias `buf`: _send_all returns only once they are encrypted and written.
         await tunnel._send_all(view[:n], checkpoint=streak >= _READS_PER_CHECKPOINT)

@@ -89,6 +89,11 @@ class TlsStream(trio.abc.Stream):
         )
         self._read_size = read_size
         self._send_chunk = send_chunk
+        # The C object under SSLObject: calling its read/write skips one Python frame per TLS
+        # record (ssl.py's wrappers only forward); the wrappers are used if it is absent.
+        sslobj = getattr(self.ssl_object, "_sslobj", None)
+        self._ssl_read = getattr(sslobj, "read", None) or self.ssl_object.read
+        self._ssl_write = getattr(sslobj, "write", None) or self.ssl_object.write
         # Fast path: non-blocking recv/send on the stdlib socket with trio's wait_readable /
         # wait_writable only when it would block (one scheduler round per wait, no per-call
         # wrapper layers). None for other transports.
@@ -233,11 +238,12 @@ class TlsStream(trio.abc.Stream):
             cap = min(cap, max_bytes)
         buf = bytearray(cap)
         view = memoryview(buf)
+        read = self._ssl_read
         n = 0
         try:
             while n < cap:
                 # With a buffer, read() returns the byte count (typeshed says bytes | int).
-                got = int(obj.read(cap - n, view[n:]))
+                got = int(read(cap - n, view[n:]))
                 if not got:
                     # ssl reports a received close_notify as a zero-length read.
                     self._eof = True
@@ -280,7 +286,7 @@ class TlsStream(trio.abc.Stream):
             sends_before = self._sends
             if self._raw is not None:
                 self._raw.waited = False
-            obj = self.ssl_object
+            write = self._ssl_write
             small = bytearray()
             budget = self._send_chunk
             try:
@@ -291,7 +297,7 @@ class TlsStream(trio.abc.Stream):
                     if size < _SMALL:
                         small += buf
                         if len(small) >= TLS_RECORD:
-                            obj.write(small)
+                            write(small)
                             budget -= len(small)
                             small = bytearray()
                     else:
@@ -300,13 +306,13 @@ class TlsStream(trio.abc.Stream):
                             # Top the small pieces up to a full record from this buffer.
                             take = max(0, TLS_RECORD - len(small))
                             small += view[:take]
-                            obj.write(small)
+                            write(small)
                             budget -= len(small)
                             small = bytearray()
                             view = view[take:]
                         while view:
                             piece = view[: max(budget, TLS_RECORD)]
-                            obj.write(piece)
+                            write(piece)
                             budget -= len(piece)
                             view = view[len(piece) :]
                             if budget <= 0:
@@ -316,7 +322,7 @@ class TlsStream(trio.abc.Stream):
                         await self._flush_outgoing()
                         budget = self._send_chunk
                 if small:
-                    obj.write(small)
+                    write(small)
                 await self._flush_outgoing()
                 if self._raw is not None:
                     if self._raw.waited:
@@ -343,7 +349,7 @@ class TlsStream(trio.abc.Stream):
         """
         with self._send_busy:
             self._check_open()
-            obj = self.ssl_object
+            write = self._ssl_write
             small = bytearray()
             try:
                 for buf in buffers:
@@ -355,13 +361,13 @@ class TlsStream(trio.abc.Stream):
                         view = memoryview(buf).cast("B")
                         take = max(0, TLS_RECORD - len(small))
                         small += view[:take]
-                        obj.write(small)
+                        write(small)
                         small = bytearray()
                         buf = view[take:]
                     if buf:
-                        obj.write(buf)
+                        write(buf)
                 if small:
-                    obj.write(small)
+                    write(small)
             except ssl.SSLError as exc:
                 self._broken = exc
                 raise trio.BrokenResourceError(f"TLS error while sending: {exc}") from exc
