@@ -4,8 +4,10 @@ Called by `istiod_lite.__main__`. One asyncio program:
 
 - a config source (the manifest folder today; Kubernetes via kopf when `--kubernetes`) yields
   immutable `ConfigSnapshot`s;
-- each snapshot is translated (`istiod_lite.translate`) and handed to the `XdsServer` as the full
-  desired state per type URL (the server diffs, versions and pushes deltas, debounced);
+- each snapshot is translated (`istiod_lite.translate.IncrementalTranslator`: only objects whose
+  inputs changed are re-translated, the rest keep their message objects) and handed to the
+  `XdsServer` as the full desired state per type URL (the server diffs, versions and pushes
+  deltas, debounced; reused message objects are not serialized again);
 - the same snapshot feeds the CA's node rule: a ztunnel may obtain an identity only if a
   non-terminal pod with that namespace and service account is scheduled on its node;
 - CA and xDS share one TLS gRPC port (15012), as in istiod.
@@ -33,7 +35,7 @@ from istiod_lite.config.source import ConfigSnapshot, ConfigSource
 from istiod_lite.errors import CaConfigError
 from istiod_lite.readiness import serve_readiness
 from istiod_lite.tokens import load_token_table
-from istiod_lite.translate import MeshConfig, translate
+from istiod_lite.translate import IncrementalTranslator, MeshConfig
 from istiod_lite.xds import XdsServer
 from meshcore.identity import SpiffeId
 from meshcore.model import ClusterModel
@@ -82,6 +84,7 @@ class RunningIstiod:
     xds: XdsServer
     ca: CertificateService
     placement: ModelPlacement
+    translator: IncrementalTranslator = dataclasses.field(default_factory=IncrementalTranslator)
 
 
 def _authenticator(config: IstiodConfig) -> TokenAuthenticator:
@@ -92,8 +95,11 @@ def _authenticator(config: IstiodConfig) -> TokenAuthenticator:
 
 
 def apply_snapshot(running: RunningIstiod, snapshot: ConfigSnapshot, mesh: MeshConfig) -> None:
-    """Make the xDS server and the CA's node rule reflect `snapshot`."""
-    resources = translate(snapshot.model, mesh)
+    """Make the xDS server and the CA's node rule reflect `snapshot`.
+
+    Translation is incremental (`running.translator` keeps the previous result), so a snapshot
+    costs in proportion to what changed, plus one cheap pass over the model."""
+    resources = running.translator.translate(snapshot.model, mesh)
     for status in resources.statuses:
         log.warning("%s", status)
     running.xds.set_all_resources(resources.by_type_url)

@@ -5,13 +5,19 @@ Per-kind maps keyed by (namespace, name) ("" namespace for cluster-scoped kinds)
 (`with_object`, `without`) return a new snapshot that shares every untouched kind's map with
 the old one, so an update costs O(objects of that kind). Lookups are pure functions.
 Invariant: a snapshot never changes after construction; `revision` grows with each change.
+
+Derived indexes (sorted order per kind, objects per namespace, pods per node) are built lazily,
+at most once per snapshot, and cached on it (`_derived`, not part of equality). Each index
+depends on one kind's map only, so `with_object`/`without` carry over the indexes of the kinds
+they did not touch. Lookups hand out fresh lists (callers may mutate them) or read-only tuples.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
+from typing import Any
 
 from meshcore.model._fields import EMPTY, empty_map
 from meshcore.model.core import ModelObject, Namespace, Node, Pod, Service
@@ -27,6 +33,9 @@ class ClusterModel:
     objects_by_kind: Mapping[str, Mapping[Key, ModelObject]] = empty_map()
     revision: int = 0
     system_namespace: str = "istio-system"
+    # (kind, index name) -> index over objects_by_kind[kind]; filled lazily, never compared.
+    _derived: dict[tuple[str, str], Any] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     @classmethod
     def from_objects(cls, objects: Iterable[ModelObject], *,
@@ -60,7 +69,19 @@ class ClusterModel:
     def _replace_kind(self, kind: str, objects: dict[Key, ModelObject]) -> ClusterModel:
         kinds = dict(self.objects_by_kind)
         kinds[kind] = MappingProxyType(objects)
-        return ClusterModel(MappingProxyType(kinds), self.revision + 1, self.system_namespace)
+        out = ClusterModel(MappingProxyType(kinds), self.revision + 1, self.system_namespace)
+        out._derived.update((k, v) for k, v in self._derived.items() if k[0] != kind)
+        return out
+
+    def _index(self, kind: str, name: str, build: Callable[[], Any]) -> Any:
+        """The cached index `name` over `kind` (built on first use; depends on that kind
+        only, which is what lets `_replace_kind` carry it over)."""
+        key = (kind, name)
+        try:
+            return self._derived[key]
+        except KeyError:
+            value = self._derived[key] = build()
+            return value
 
     # -- lookups ------------------------------------------------------------------------------
     def of_kind(self, kind: str) -> Mapping[Key, ModelObject]:
@@ -71,8 +92,23 @@ class ClusterModel:
 
     def sorted(self, kind: str) -> list[ModelObject]:
         """Objects of a kind ordered by (namespace, name): the deterministic iteration order."""
-        objs = self.of_kind(kind)
-        return [objs[k] for k in sorted(objs)]
+        return list(self.sorted_tuple(kind))
+
+    def sorted_tuple(self, kind: str) -> tuple[ModelObject, ...]:
+        """`sorted(kind)` as a shared read-only tuple (no copy; cached on the snapshot)."""
+        def build() -> tuple[ModelObject, ...]:
+            objs = self.of_kind(kind)
+            return tuple(objs[k] for k in sorted(objs))
+        return self._index(kind, "sorted", build)  # type: ignore[no-any-return]
+
+    def in_namespace(self, kind: str, namespace: str) -> tuple[ModelObject, ...]:
+        """Objects of a kind in one namespace, ordered by name (cached index)."""
+        def build() -> Mapping[str, tuple[ModelObject, ...]]:
+            out: dict[str, list[ModelObject]] = {}
+            for obj in self.sorted_tuple(kind):
+                out.setdefault(obj.namespace, []).append(obj)
+            return {ns: tuple(objs) for ns, objs in out.items()}
+        return self._index(kind, "by_namespace", build).get(namespace, ())  # type: ignore[no-any-return]
 
     def all_objects(self) -> Iterator[ModelObject]:
         for kind in KINDS:
@@ -100,7 +136,20 @@ class ClusterModel:
         return ns.labels if ns is not None else EMPTY
 
     def pods_on_node(self, node: str) -> list[Pod]:
-        return [p for p in self.pods if p.node_name == node]
+        """Pods scheduled on `node`, in (namespace, name) order (cached index)."""
+        def build() -> Mapping[str, tuple[Pod, ...]]:
+            out: dict[str, list[Pod]] = {}
+            for pod in self.sorted_tuple("Pod"):
+                assert isinstance(pod, Pod)
+                out.setdefault(pod.node_name, []).append(pod)
+            return {n: tuple(pods) for n, pods in out.items()}
+        return list(self._index("Pod", "by_node", build).get(node, ()))
+
+    def pods_in_namespace(self, namespace: str) -> list[Pod]:
+        return list(self.in_namespace("Pod", namespace))  # type: ignore[arg-type]
+
+    def services_in_namespace(self, namespace: str) -> list[Service]:
+        return list(self.in_namespace("Service", namespace))  # type: ignore[arg-type]
 
     def pods_matching(self, namespace: str, selector: Mapping[str, str] | None, *,
                       empty_selects_all: bool = False) -> list[Pod]:
@@ -108,7 +157,8 @@ class ClusterModel:
         selector (Kubernetes semantics); policies pass `empty_selects_all=True`."""
         if selector is None or (not selector and not empty_selects_all):
             return []
-        return [p for p in self.pods if p.namespace == namespace and selects(selector, p.labels)]
+        return [p for p in self.in_namespace("Pod", namespace)  # type: ignore[misc]
+                if selects(selector, p.labels)]
 
     def enrollment(self, pod: Pod) -> EnrollmentDecision:
         return enrollment_decision(pod, self.namespace_labels(pod.namespace),
