@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from bench import cni_section, controlplane_section, hbone_section
+from bench import cni_section, controlplane_section, hbone_section, waypoint_section
 from bench.report import SectionResult
 
 
@@ -61,4 +61,5 @@ SECTIONS: dict[str, Section] = {
     "controlplane": Section("controlplane", "istiod-lite: 1000 pods, 10 xDS clients",
                             _run_controlplane),
     "cni": Section("cni", "ambient-cni ADD/DEL wall time against the node agent", _run_cni),
+    "waypoint": Section("waypoint", "L7 through the waypoint vs ztunnel only vs Envoy", lambda o: waypoint_section.run(o.cases or list(waypoint_section.CASES), waypoint_section.Settings(duration=o.duration or (2.0 if o.quick else 5.0)))),  # noqa: E501
 }

@@ -4,24 +4,56 @@ Response body: `{"pod", "method", "path", "headers": {...}, "peer": "ip:port",
 "local": "ip:port", "body_bytes"}`. `peer` is the address the server's socket saw, which shows
 whether the request came straight from the client pod or through a proxy. Threaded stdlib
 server, one listener per port. Called by `ambientctl.sandbox.apps.__main__`.
+
+Failing on demand (for retry tests): a request whose query has `fail=N&key=K` is answered
+`503` (body `failing K`) for the first N requests carrying that key, then normally; counts are
+per listener and key. Every request is logged with its status code.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+
+class _Failures:
+    """How many requests each `key` has seen; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: Counter[str] = Counter()
+
+    def should_fail(self, path: str) -> str | None:
+        """The key when this request is one of its first `fail` requests, else None."""
+        query = parse_qs(urlsplit(path).query)
+        key, fail = query.get("key", [""])[0], query.get("fail", ["0"])[0]
+        if not key or not fail.isdigit():
+            return None
+        with self._lock:
+            self._seen[key] += 1
+            return key if self._seen[key] <= int(fail) else None
 
 
 def _handler(pod: str) -> type[BaseHTTPRequestHandler]:
+    failures = _Failures()
+
     class Echo(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "ambient-sandbox-echo/1"
+        # Buffered: head and body leave in one write (flushed after each request). Unbuffered,
+        # the body waits behind Nagle for the ACK of the head, which a delayed ACK holds 40 ms.
+        wbufsize = -1
 
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             if length:
                 self.rfile.read(length)
+            if (key := failures.should_fail(self.path)) is not None:
+                self._send(503, f"failing {key}\n".encode(), "text/plain")
+                return
             host, port = self.client_address[:2]
             lhost, lport = self.connection.getsockname()[:2]
             body = json.dumps({
@@ -29,8 +61,11 @@ def _handler(pod: str) -> type[BaseHTTPRequestHandler]:
                 "headers": {k: v for k, v in self.headers.items()},
                 "peer": f"{host}:{port}", "local": f"{lhost}:{lport}", "body_bytes": length,
             }, indent=1).encode() + b"\n"
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
+            self._send(200, body, "application/json")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if self.command != "HEAD":
