@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from meshcore.protos.ambient.waypoint import v1 as pb
 from meshcore.wds import ResourceUpdate, Snapshot, Store
@@ -32,7 +32,7 @@ WAYPOINT_TYPES = (TYPE_ADDRESS, TYPE_AUTHORIZATION, TYPE_ROUTE_CONFIGURATION,
                   TYPE_L7_AUTHORIZATION)
 M = TypeVar("M", pb.RouteConfiguration, pb.L7Authorization)
 V = TypeVar("V")
-_EMPTY: Mapping[str, object] = MappingProxyType({})
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 class UnknownTypeError(RouteConfigError, WaypointError):
@@ -48,8 +48,8 @@ class WaypointState:
     Service's `ns/hostname`, `policies` by `ns/name`."""
 
     wds: Snapshot = dataclasses.field(default_factory=Snapshot)
-    routes: Mapping[str, RouteTable] = dataclasses.field(default_factory=lambda: _EMPTY)  # type: ignore[assignment]
-    policies: Mapping[str, L7Policy] = dataclasses.field(default_factory=lambda: _EMPTY)  # type: ignore[assignment]
+    routes: Mapping[str, RouteTable] = dataclasses.field(default_factory=lambda: _EMPTY)
+    policies: Mapping[str, L7Policy] = dataclasses.field(default_factory=lambda: _EMPTY)
     synced_types: frozenset[str] = frozenset()
     generation: int = 0
 

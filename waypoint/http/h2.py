@@ -20,6 +20,7 @@ is acknowledged (window re-opened) as it is buffered.
 from __future__ import annotations
 
 import contextlib
+from typing import cast
 
 import h2.config
 import h2.connection
@@ -249,7 +250,8 @@ class H2Client:
             raise HttpProtocolError(f"backend broke HTTP/2: {exc}", status=502) from exc
         for ev in events:
             if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == self.stream_id:
-                hs = tuple(ev.headers)  # type: ignore[arg-type]
+                # The connection decodes headers to str (header_encoding); h2's stubs say bytes.
+                hs = cast("tuple[tuple[str, str], ...]", tuple(ev.headers))
                 status = next((v for n, v in hs if n == ":status"), "0")
                 self._status = int(status) if status.isdigit() else 0
                 self._partial = _Partial(clean_headers(hs))

@@ -194,9 +194,8 @@ class Downstream:
                             server.send_response(out.stream_id,
                                                  HttpResponse.local(out.status, out.reason))
                     else:  # StreamCancelled
-                        scope = scopes.pop(out.stream_id, None)
-                        if scope is not None:
-                            scope.cancel()
+                        if out.stream_id in scopes:
+                            scopes.pop(out.stream_id).cancel()
                 await flush()
                 if server.closed:
                     nursery.cancel_scope.cancel()
