@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ambientctl.sandbox import Sandbox
+from ambientctl.sandbox.checks import wait_converged
 from ambientctl.sandbox.core import EXAMPLES
 from ambientctl.sandbox.errors import SandboxStateError
 from ambientctl.sandbox.kernel import addresses, link_names, list_netns
@@ -280,6 +281,9 @@ def test_labelling_the_namespace_enrolls_running_pods_and_traffic_is_mtls(tmp_pa
                 break
             time.sleep(0.2)
         assert set(states.values()) == {"enabled"}, states
+        # `enabled` is written by the agent; the ztunnels learn it from istiod a moment later.
+        # Until then the client's ztunnel still sees a plain-TCP destination and passes through.
+        wait_converged(sb)
         before = _mtls_connections_seen_by(sb, "node2", "client")
         get = [sys.executable, "-m", "ambientctl.sandbox.apps", "get"]
         out = sb.exec("shop/client", [*get, f"http://{sb.pod_ip('shop/echo-2')}:8080/"])
