@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import AsyncIterator
@@ -23,10 +24,13 @@ POD = codec.AddWorkload("uid-1", "web-1", "shop", "web")
 @pytest.fixture
 async def zds(nursery: trio.Nursery) -> AsyncIterator[tuple[ZdsServer, str]]:
     """A ZDS server listening on a fresh socket path."""
-    path = os.path.join(tempfile.mkdtemp(prefix="zds-"), "ztunnel.sock")
+    # A short /tmp path: unix socket paths are limited to 108 bytes (tmp_path can be longer).
+    directory = tempfile.mkdtemp(prefix="zds-")
+    path = os.path.join(directory, "ztunnel.sock")
     server = ZdsServer()
     await nursery.start(serve_zds, path, server)
     yield server, path
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 async def _connect(path: str) -> trio.socket.SocketType:
