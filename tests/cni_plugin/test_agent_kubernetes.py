@@ -22,13 +22,14 @@ import kopf
 import pytest
 import trio
 from kmock import KubernetesEmulator
-from kmock._internal import apps, parsing
+from kmock._internal import apps
 
 from cni_plugin.agent.app import AgentOptions, run_agent
 from cni_plugin.agent.kube_source import KubeStatusWriter, watch_kubernetes
 from meshcore.grpc_bridge import AsyncioBridge, open_asyncio_bridge
 from meshcore.kube import KubeClient
 from meshcore.model import REDIRECTION_ANNOTATION, ClusterModel, Pod
+from tests.support.kmock_fixes import fix_namespaces_path
 
 pytestmark = pytest.mark.trio
 DEADLINE = 10.0
@@ -66,20 +67,9 @@ class Cluster:
         return await self.bridge.call(read)
 
 
-def _parse_path(original: Callable[[str], Any]) -> Callable[[str], Any]:
-    """kmock 0.8 cannot address `/api/v1/namespaces[/<name>]` itself (read as a namespace)."""
-    def parse_path(path: str) -> Any:
-        parts = path.strip("/").split("/")
-        if len(parts) in (3, 4) and parts[0] == "api" and parts[2] == "namespaces":
-            name = parts[3] if len(parts) == 4 else None
-            return parsing.ParsedPath("", parts[1], "namespaces", None, name, None)
-        return original(path)
-    return parse_path
-
-
 @pytest.fixture()
 async def cluster(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
-    monkeypatch.setattr(parsing, "parse_path", _parse_path(parsing.parse_path))
+    fix_namespaces_path(monkeypatch)
     async with open_asyncio_bridge() as bridge:
         started: list[Any] = []
         up = trio.Event()

@@ -16,12 +16,12 @@ from typing import Any
 import kopf
 import pytest
 import pytest_asyncio
-from kmock._internal import parsing
 
 from istiod_lite.config.kube.kinds import WATCHED
 from istiod_lite.config.kubernetes import KubernetesSource, istiod_client
 from istiod_lite.config.source import ConfigSnapshot
 from meshcore.kube import KubeClient
+from tests.support.kmock_fixes import fix_namespaces_path
 
 DEADLINE = 10.0  # seconds; generous for a loaded CI machine, never reached when it works
 
@@ -34,16 +34,7 @@ def resource_key(plural: str) -> str:
 
 @pytest.fixture()
 def _namespaces_path_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = parsing.parse_path
-
-    def parse_path(path: str) -> parsing.ParsedPath:
-        parts = path.strip("/").split("/")
-        if len(parts) in (3, 4) and parts[0] == "api" and parts[2] == "namespaces":
-            name = parts[3] if len(parts) == 4 else None
-            return parsing.ParsedPath("", parts[1], "namespaces", None, name, None)
-        return original(path)
-
-    monkeypatch.setattr(parsing, "parse_path", parse_path)
+    fix_namespaces_path(monkeypatch)
 
 
 @pytest_asyncio.fixture()

@@ -19,9 +19,9 @@ from typing import Any
 import kopf
 import pytest
 import pytest_asyncio
-from kmock._internal import parsing
 
 from istiod_lite.operator import api, controller, handlers
+from tests.support.kmock_fixes import fix_namespaces_path
 
 DEADLINE = 15.0  # seconds; never reached when it works
 NOW = 1_800_000_000.0  # the operator's clock in these tests (deadlines are relative to it)
@@ -51,16 +51,7 @@ KEY_OF_KIND = {kind: key for key, (kind, _, _) in RESOURCES.items()}
 
 @pytest.fixture()
 def _namespaces_path_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = parsing.parse_path
-
-    def parse_path(path: str) -> parsing.ParsedPath:
-        parts = path.strip("/").split("/")
-        if len(parts) in (3, 4) and parts[0] == "api" and parts[2] == "namespaces":
-            name = parts[3] if len(parts) == 4 else None
-            return parsing.ParsedPath("", parts[1], "namespaces", None, name, None)
-        return original(path)
-
-    monkeypatch.setattr(parsing, "parse_path", parse_path)
+    fix_namespaces_path(monkeypatch)
 
 
 @pytest_asyncio.fixture()

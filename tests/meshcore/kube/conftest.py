@@ -12,23 +12,14 @@ from typing import Any
 import kopf
 import pytest
 import pytest_asyncio
-from kmock._internal import parsing
 
 from meshcore.kube import KubeClient
+from tests.support.kmock_fixes import fix_namespaces_path
 
 
 @pytest.fixture()
 def _namespaces_path_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = parsing.parse_path
-
-    def parse_path(path: str) -> parsing.ParsedPath:
-        parts = path.strip("/").split("/")
-        if len(parts) in (3, 4) and parts[0] == "api" and parts[2] == "namespaces":
-            name = parts[3] if len(parts) == 4 else None
-            return parsing.ParsedPath("", parts[1], "namespaces", None, name, None)
-        return original(path)
-
-    monkeypatch.setattr(parsing, "parse_path", parse_path)
+    fix_namespaces_path(monkeypatch)
 
 
 @pytest_asyncio.fixture()
