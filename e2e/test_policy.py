@@ -19,6 +19,7 @@ from ambientctl.debug.why import why
 from ambientctl.sandbox import Sandbox
 from e2e import mesh
 from e2e.conftest import NEEDS_ROOT
+from meshcore.netns import named_netns, socket_in_netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, NEEDS_ROOT]
 SANDBOX_SETS = ("policy",)
@@ -134,3 +135,24 @@ def test_peer_authentication_strict_refuses_plaintext(sandbox: Sandbox, mode, ex
             f"{extra}")
     with mesh.applied(sandbox, "e2e-peer-authentication.yaml", text):
         _check_matrix(sandbox, expected)
+
+
+def test_kubelet_probes_from_the_node_bypass_ztunnel_under_strict(sandbox: Sandbox) -> None:
+    """A probe from the server's node (a root-owned socket in the node netns, as the kubelet's)
+    reaches the app even under STRICT: the node SNATs it to 169.254.7.127, which the in-pod
+    rules let through, while the plaintext pod caller stays refused."""
+    text = ("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+            "metadata: {name: shop-mtls, namespace: shop}\nspec: {mtls: {mode: STRICT}}\n")
+    server_ip = sandbox.pod_ip(SERVER)
+    with mesh.applied(sandbox, "e2e-peer-authentication.yaml", text):
+        payload = b"probe " + secrets.token_hex(4).encode()
+        with socket_in_netns(named_netns(sandbox.node_netns("node2"))) as probe:
+            probe.settimeout(5)
+            probe.connect((server_ip, 9000))
+            probe.sendall(payload)
+            got = b""
+            while len(got) < len(payload) and (chunk := probe.recv(4096)):
+                got += chunk
+        assert got == payload
+        legacy = mesh.tcp_exchange(sandbox, "legacy/old", server_ip, 9000, payload)
+        assert not legacy.echoed(payload)

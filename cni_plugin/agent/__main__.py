@@ -24,6 +24,8 @@ from cni_plugin.agent.app import AgentOptions, run_agent
 from cni_plugin.agent.zds_server import DEFAULT_ZDS_SOCKET
 from cni_plugin.agent_protocol import DEFAULT_AGENT_SOCKET
 
+HOST_NETNS = "/proc/self/ns/net"  # the agent runs with host networking: its netns is the node's
+
 
 def build_parser(prog: str = "ambient-cni agent") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -64,6 +66,12 @@ def build_parser(prog: str = "ambient-cni agent") -> argparse.ArgumentParser:
     parser.add_argument("--dns-capture", action="store_true",
                         help="redirect pod DNS to ztunnel (port 15053) unless the pod's "
                              "ambient.istio.io/dns-capture annotation says otherwise")
+    parser.add_argument("--no-kubelet-probe-snat", action="store_true",
+                        help="do not SNAT the kubelet's probes to enrolled pods to 169.254.7.127 "
+                             "(then probes go through ztunnel and fail under STRICT mTLS)")
+    parser.add_argument("--kubelet-uid", type=int, metavar="UID",
+                        help="the kubelet's user id for the probe SNAT (default: found from the "
+                             "kubelet/kubelite/k3s process in /proc, else 0)")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     return parser
@@ -84,7 +92,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "ambient-cni agent") -> 
         health_port=args.health_port, agent_socket=args.agent_socket,
         zds_socket=None if args.no_zds else args.zds_socket,
         system_namespace=args.system_namespace,
-        exclude_namespaces=frozenset(args.exclude_namespace), dns_capture=args.dns_capture)
+        exclude_namespaces=frozenset(args.exclude_namespace), dns_capture=args.dns_capture,
+        host_probe_netns=None if args.no_kubelet_probe_snat else HOST_NETNS,
+        kubelet_uid=args.kubelet_uid)
     if args.kubernetes:
         from meshcore.kube import KubeLoginError, login_from_environment
 
@@ -108,6 +118,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "ambient-cni agent") -> 
             uninstall(args.cni_bin_dir, args.cni_conf_dir)
             logging.getLogger("cni_plugin.agent").info(
                 "removed the plugin from %s and %s", args.cni_conf_dir, args.cni_bin_dir)
+            if options.host_probe_netns is not None:
+                from cni_plugin.redirect import host_apply
+
+                if host_apply.remove(options.host_probe_netns):
+                    logging.getLogger("cni_plugin.agent").info(
+                        "removed the kubelet probe SNAT table from this node")
 
 
 def _leaves(group: BaseException) -> list[BaseException]:

@@ -30,6 +30,7 @@ from typing import Any
 import trio
 
 from cni_plugin.agent.enrollment import AgentSettings, Enroll, Unenroll
+from cni_plugin.agent.host_probe import HostProbe, find_kubelet_uid
 from cni_plugin.agent.pod_netns import AnnotationFinder, NetnsFinder, ProcFinder
 from cni_plugin.agent.reconciler import Reconciler
 from cni_plugin.agent.server import Agent, serve_agent
@@ -58,6 +59,10 @@ class AgentOptions:
     poll_interval: float = POLL_INTERVAL
     retry_interval: float = 5.0
     add_model_wait: float = 3.0  # how long a CNI ADD waits for the config source to list the pod
+    # The node netns whose kubelet probes to enrolled pods are SNATed to 169.254.7.127 (the
+    # agent's own with host networking); None: no probe exemption (tests in a shared netns).
+    host_probe_netns: str | None = None
+    kubelet_uid: int | None = None  # None: found in `proc_root`, else root (0)
 
 
 @contextlib.asynccontextmanager
@@ -104,6 +109,7 @@ async def _run(options: AgentOptions, kube: tuple[Any, Any] | None,
         status, finder = FolderStatusWriter(options.manifests), AnnotationFinder()
     zds = ZdsServer(on_snapshot=on_snapshot) if options.zds_socket else None
     reconciler = Reconciler(settings, status=status, finder=finder, zds=zds,
+                            host_probe=_host_probe(options),
                             retry_interval=options.retry_interval,
                             add_model_wait=options.add_model_wait)
     holder.append(reconciler)
@@ -141,6 +147,23 @@ async def _run(options: AgentOptions, kube: tuple[Any, Any] | None,
         await nursery.start(reconciler.run)
         ready[0] = True
         task_status.started(reconciler)
+
+
+def _host_probe(options: AgentOptions) -> HostProbe | None:
+    if options.host_probe_netns is None:
+        log.info("kubelet probe exemption off: probes to enrolled pods go through ztunnel")
+        return None
+    uid = options.kubelet_uid
+    if uid is None:
+        uid = find_kubelet_uid(options.proc_root)
+        if uid is None:
+            log.warning("no kubelet process visible in %s; kubelet probes are assumed to run as "
+                        "root (uid 0): set --kubelet-uid if the kubelet runs as another user",
+                        options.proc_root)
+            uid = 0
+    log.info("kubelet probes (uid %d) to enrolled pods are SNATed to 169.254.7.127 in %s", uid,
+             options.host_probe_netns)
+    return HostProbe(options.host_probe_netns, uid)
 
 
 def _health_routes(ready: list[bool]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ import trio
 
 from cni_plugin.agent import enrollment as E
 from cni_plugin.agent.enrollment import AgentSettings, KnownPod, PodKey, PodState
+from cni_plugin.agent.host_probe import HostProbe
 from cni_plugin.agent.pod_netns import NetnsFinder
 from cni_plugin.agent.status import StatusWriter
 from cni_plugin.agent.zds_server import ZdsServer, ZtunnelUnavailable
@@ -81,10 +82,12 @@ class _Stats:
 
 class Reconciler:
     def __init__(self, settings: AgentSettings, *, status: StatusWriter, finder: NetnsFinder,
-                 zds: ZdsServer | None = None, max_threads: int = 4,
-                 add_model_wait: float = 3.0, retry_interval: float = 5.0) -> None:
+                 zds: ZdsServer | None = None, host_probe: HostProbe | None = None,
+                 max_threads: int = 4, add_model_wait: float = 3.0,
+                 retry_interval: float = 5.0) -> None:
         self.settings = settings
         self.zds = zds
+        self.host_probe = host_probe
         self.model = ClusterModel()
         self._status = status
         self._finder = finder
@@ -183,7 +186,23 @@ class Reconciler:
             if rec is not None and rec.written_seq < self._seq:  # not just our own write lagging
                 async with self._lock(key):
                     await self._write(key, E.wanted_annotation(rec.state), force=True)
+        await self._sync_host_probe()
         return plan
+
+    def enrolled_ips(self) -> frozenset[str]:
+        """IPs of the pods ztunnel serves (what kubelet probes may reach directly)."""
+        ips: set[str] = set()
+        for key, rec in self._records.items():
+            if rec.state is PodState.ENROLLED:
+                pod = self.model.get("Pod", *key)
+                ips.update(rec.ips)
+                if isinstance(pod, Pod):
+                    ips.update(pod.pod_ips)
+        return frozenset(ips)
+
+    async def _sync_host_probe(self) -> None:
+        if self.host_probe is not None:
+            await self.host_probe.sync(self.enrolled_ips)
 
     async def _act_logged(self, key: PodKey) -> None:
         try:
@@ -233,6 +252,7 @@ class Reconciler:
                         rec.state = PodState.ENROLLED
                     elif not ack.ok and rec.state is PodState.ENROLLED:
                         rec.state = PodState.PENDING
+                    await self._sync_host_probe()
                     await self._write(key, E.wanted_annotation(rec.state))
 
     # -- actions (caller holds the pod lock) ---------------------------------------------------
@@ -295,6 +315,7 @@ class Reconciler:
         elif ack is not None:  # NACK: ztunnel could not start the pod's proxy
             rec.state, failure = PodState.PENDING, f"ztunnel NACKed the pod: {ack.error}"
         # else no ztunnel: PENDING stays PENDING; ENROLLED (restart) stays until a NACK
+        await self._sync_host_probe()  # probe IPs in before the annotation says enabled
         await self._write(key, E.wanted_annotation(rec.state))
         if resumed and rec.state is PodState.ENROLLED:
             log.info("pod %s/%s still enrolled (%s); rules %s", *key, action.reason,
@@ -316,6 +337,7 @@ class Reconciler:
             await self._write(key, None)  # also for a deleted pod: a stale overlay must not lie
         if action.forget:
             self._records.pop(key, None)
+        await self._sync_host_probe()
         if was is not PodState.UNKNOWN or changed:
             self.stats.unenrolled += 1
             log.info("unenrolled pod %s/%s (%s)", *key, action.reason)

@@ -153,13 +153,17 @@ def encode_expr(e: R.Expr) -> dict[str, Any]:
                          data={"attrs": [("NFTA_DATA_VERDICT", {"attrs": verdict})]})
         case R.Redirect():
             return _expr("redir", reg_proto_min=1, flags={"NF_NAT_RANGE_PROTO_SPECIFIED"})
+        case R.Lookup(set_name):
+            return _expr("lookup", set=set_name, sreg=1)
+        case R.Snat(family):
+            return _expr("nat", type=0, family=family, reg_addr_min=1)  # 0: NFT_NAT_SNAT
     raise TypeError(f"unknown expression {e!r}")
 
 
 def table_messages(table: R.Table) -> list[Any]:
     """NEWTABLE, NEWCHAIN for each chain, NEWRULE for each rule (install order)."""
     msgs = [_msg(nfts.nft_table_msg, nfts.NFT_MSG_NEWTABLE, [
-        ("NFTA_TABLE_NAME", table.name), ("NFTA_TABLE_USERDATA", R.TABLE_COMMENT),
+        ("NFTA_TABLE_NAME", table.name), ("NFTA_TABLE_USERDATA", table.comment),
     ], NLM_F_CREATE)]
     for chain in table.chains:
         attrs: list[tuple[str, Any]] = [("NFTA_CHAIN_TABLE", table.name),
@@ -172,11 +176,29 @@ def table_messages(table: R.Table) -> list[Any]:
                 ("NFTA_CHAIN_POLICY", 1),  # accept
             ]
         msgs.append(_msg(nfts.nft_chain_msg, nfts.NFT_MSG_NEWCHAIN, attrs, NLM_F_CREATE))
+    for set_id, nft_set in enumerate(table.sets, start=1):
+        msgs += set_messages(table.name, nft_set, set_id)
     for rule in table.rules:
         msgs.append(_msg(nfts.nft_rule_msg, nfts.NFT_MSG_NEWRULE, [
             ("NFTA_RULE_TABLE", table.name), ("NFTA_RULE_CHAIN", rule.chain),
             ("NFTA_RULE_EXPRESSIONS", [encode_expr(e) for e in rule.exprs]),
         ], NLM_F_CREATE | 0x800))  # NLM_F_APPEND
+    return msgs
+
+
+def set_messages(table: str, nft_set: R.NftSet, set_id: int) -> list[Any]:
+    """NEWSET, then NEWSETELEM with its elements (if any); rules refer to the set by name."""
+    msgs = [_msg(nfts.nft_set_msg, nfts.NFT_MSG_NEWSET, [
+        ("NFTA_SET_TABLE", table), ("NFTA_SET_NAME", nft_set.name),
+        ("NFTA_SET_KEY_TYPE", nft_set.key_type), ("NFTA_SET_KEY_LEN", nft_set.key_len),
+        ("NFTA_SET_ID", set_id),
+    ], NLM_F_CREATE)]
+    if nft_set.elements:
+        msgs.append(_msg(nfts.nft_set_elem_list_msg, nfts.NFT_MSG_NEWSETELEM, [
+            ("NFTA_SET_ELEM_LIST_TABLE", table), ("NFTA_SET_ELEM_LIST_SET", nft_set.name),
+            ("NFTA_SET_ELEM_LIST_ELEMENTS", [
+                {"attrs": [("NFTA_SET_ELEM_KEY", _value(key))]} for key in nft_set.elements]),
+        ], NLM_F_CREATE))
     return msgs
 
 
@@ -246,6 +268,10 @@ def decode_expr(expr: Any) -> R.Expr | None:
         return R.Verdict(kind, verdict.get_attr("NFTA_VERDICT_CHAIN") or "") if kind else None
     if name == "redir":
         return R.Redirect()
+    if name == "lookup":
+        return R.Lookup(d.get_attr("NFTA_LOOKUP_SET"))
+    if name == "nat" and d.get_attr("NFTA_NAT_TYPE") == "NFT_NAT_SNAT":
+        return R.Snat(d.get_attr("NFTA_NAT_FAMILY"))
     return None
 
 

@@ -135,9 +135,34 @@ class Redirect:
     """`redir proto_min reg 1` after an Immediate holding the big-endian port."""
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """`lookup reg 1 set <set_name>` (the rule goes on only if reg 1 is in the set)."""
+
+    set_name: str
+
+
+@dataclass(frozen=True)
+class Snat:
+    """`nat snat <family> addr_min reg 1` after an Immediate holding the source address."""
+
+    family: int
+
+
 Expr = (
-    Meta | MetaSet | Payload | Bitwise | Cmp | Ct | CtSet | Immediate | Counter | Verdict | Redirect
+    Meta | MetaSet | Payload | Bitwise | Cmp | Ct | CtSet | Immediate | Counter | Verdict
+    | Redirect | Lookup | Snat
 )
+
+
+@dataclass(frozen=True)
+class NftSet:
+    """A named set of fixed-size keys (`key_type` is nft's datatype id, e.g. 7 = ipv4_addr)."""
+
+    name: str
+    key_type: int
+    key_len: int
+    elements: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -161,11 +186,13 @@ class Rule:
 
 @dataclass(frozen=True)
 class Table:
-    """An `inet` table with its chains and rules in installation order."""
+    """An `inet` table with its chains, sets and rules in installation order."""
 
     name: str
     chains: tuple[Chain, ...]
     rules: tuple[Rule, ...]
+    sets: tuple[NftSet, ...] = ()
+    comment: str = TABLE_COMMENT
 
 
 @dataclass(frozen=True)

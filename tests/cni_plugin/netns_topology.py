@@ -24,6 +24,7 @@ NODE_IP6 = "fd77::1"
 POD_IP6 = "fd77::2"
 SO_ORIGINAL_DST = 80
 IP_TRANSPARENT = 19
+IFA_F_NODAD = 0x02  # usable at once: no duplicate-address detection (linux/if_addr.h)
 
 
 @dataclass
@@ -70,13 +71,13 @@ def make_topology(test_name: str, wire: bool = True) -> Topology:
         ipr.link("set", index=peer, net_ns_fd=topo.pod)
         idx = ipr.link_lookup(ifname=veth)[0]
         ipr.addr("add", index=idx, address=NODE_IP, prefixlen=24)
-        ipr.addr("add", index=idx, address=NODE_IP6, prefixlen=64, flags=0x80)  # nodad
+        ipr.addr("add", index=idx, address=NODE_IP6, prefixlen=64, flags=IFA_F_NODAD)
         ipr.link("set", index=idx, state="up")
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
     with IPRoute(netns=topo.pod) as ipr:
         idx = ipr.link_lookup(ifname="eth0")[0]
         ipr.addr("add", index=idx, address=POD_IP, prefixlen=24)
-        ipr.addr("add", index=idx, address=POD_IP6, prefixlen=64, flags=0x80)
+        ipr.addr("add", index=idx, address=POD_IP6, prefixlen=64, flags=IFA_F_NODAD)
         ipr.link("set", index=idx, state="up")
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
         ipr.route("add", dst="0.0.0.0/0", gateway=NODE_IP)

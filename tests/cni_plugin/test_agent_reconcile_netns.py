@@ -17,6 +17,7 @@ from cni_plugin.agent.app import AgentOptions, run_agent
 from cni_plugin.agent.pod_netns import NETNS_ANNOTATION
 from cni_plugin.agent.reconciler import Reconciler
 from cni_plugin.redirect import rules as R
+from cni_plugin.redirect.host_rules import PROBE_SET_V4
 from meshcore.model import REDIRECTION_ANNOTATION, Pod
 from meshcore.model.folder import scan_folder
 from meshcore.model.pod_status import remove_pod_status, write_pod_status
@@ -365,5 +366,42 @@ async def test_nack_keeps_pending_then_retries(cluster: Cluster, options: AgentO
         await zt.ack(answers[message.name].pop(0))
     await agent.reconciler.wait_synced()
     assert [cluster.annotation(n) for n in ("a", "b")] == ["enabled", "enabled"]
+    await agent.stop()
+    zt.close()
+
+
+async def test_kubelet_probe_snat_follows_enrollment(cluster: Cluster, options: AgentOptions,
+                                                     nursery: trio.Nursery) -> None:
+    """The node's probe set holds exactly the enrolled (ztunnel-acked) pods' IPs: added on
+    enrollment, removed on opt-out and unlabel."""
+    node = cluster.pods["a"]
+    options = dataclasses.replace(options, host_probe_netns=node.node_path, kubelet_uid=0)
+    assert options.zds_socket is not None
+
+    def probe_set() -> str:
+        listing = observe_nft(node.node)
+        start = listing.find(PROBE_SET_V4)
+        return listing[start:listing.find("}", start)] if start >= 0 else ""
+
+    agent = await _start(nursery, options)
+    zt = await ScriptedZtunnel.connect(options.zds_socket)
+    assert await zt.receive_snapshot() == {}
+    assert "elements" not in probe_set()  # table in place, nobody enrolled yet
+    cluster.write_namespace("ambient")
+    for _ in range(2):
+        await zt.expect()
+        await zt.ack()
+    await agent.reconciler.wait_synced()
+    assert "10.77.1.2" in probe_set() and "10.77.1.3" in probe_set()
+    cluster.write_pods(opt_out=frozenset({"a"}))
+    await zt.expect()
+    await zt.ack()
+    await agent.reconciler.wait_synced()
+    assert "10.77.1.2" not in probe_set() and "10.77.1.3" in probe_set()
+    cluster.write_namespace(None)
+    await zt.expect()
+    await zt.ack()
+    await agent.reconciler.wait_synced()
+    assert "elements" not in probe_set()
     await agent.stop()
     zt.close()
