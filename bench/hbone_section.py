@@ -56,6 +56,7 @@ METRICS = [
     Metric("tput4", "iperf3, 4 streams", "Gbit/s", higher_is_better=True),
     Metric("p50", "round trip p50 (64 B)", "µs"),
     Metric("p99", "round trip p99 (64 B)", "µs"),
+    Metric("p50_added", "p50 added over direct TCP (64 B)", "µs"),
     Metric("cpu_client", "client proxy CPU per GB", "CPU-s"),
     Metric("cpu_server", "server proxy CPU per GB", "CPU-s"),
     Metric("rss_client", "client proxy peak RSS", "MiB"),
@@ -221,6 +222,19 @@ def measure(topo: Topology, path: Path, settings: Settings) -> dict[str, Any]:
     return sample
 
 
+def add_latency_over_direct(samples: dict[str, list[dict[str, Any]]]) -> None:
+    """Set `p50_added` (p50 minus direct TCP's p50 in the same repetition) on every proxied
+    sample: issue 2's latency goal is about the latency a proxy pair adds, and the same
+    repetition's direct figure cancels the machine's drift."""
+    direct = samples.get("direct", [])
+    for name, runs in samples.items():
+        if name == "direct":
+            continue
+        for rep, sample in enumerate(runs):
+            if rep < len(direct) and "p50" in sample and "p50" in direct[rep]:
+                sample["p50_added"] = sample["p50"] - direct[rep]["p50"]
+
+
 @contextlib.contextmanager
 def topology(workdir: pathlib.Path) -> Iterator[Topology]:
     with netns_pair("bench") as pair:
@@ -266,6 +280,7 @@ def run(case_names: list[str], settings: Settings, log: Any = print) -> SectionR
                 except CASE_FAILURES as exc:
                     result.failed[case.name] = f"run {rep + 1}: {exc}\n{getattr(exc, 'logs', '')}"
                     log(f"[hbone] {case.name} failed in run {rep + 1}: {exc}")
+    add_latency_over_direct(samples)
     for name, runs in samples.items():
         if name in result.failed:
             continue
