@@ -16,7 +16,7 @@ from meshcore.hbone_trio.client import (
 from meshcore.hbone_trio.connection import HboneTrioConnection, KeepaliveConfig
 from meshcore.hbone_trio.errors import ConnectionLostError, HboneTrioError, StreamResetError
 from meshcore.hbone_trio.pool import HboneClient, PoolKey, PoolStatistics, open_hbone_client
-from meshcore.hbone_trio.relay import RelayResult, relay
+from meshcore.hbone_trio.relay import RelayMeter, RelayResult, relay
 from meshcore.hbone_trio.server import (
     ConnectOutcome,
     ConnectRequest,
@@ -41,6 +41,7 @@ __all__ = [
     "KeepaliveConfig",
     "PoolKey",
     "PoolStatistics",
+    "RelayMeter",
     "RelayResult",
     "ServerConfig",
     "SocketFactory",

@@ -25,10 +25,11 @@ from __future__ import annotations
 import dataclasses
 import errno
 import math
+from collections.abc import Callable
 
 import trio
 
-from meshcore.hbone_trio.splice import can_splice, splice
+from meshcore.hbone_trio.splice import SpliceMeter, can_splice, splice
 from meshcore.hbone_trio.tunnel import TunnelStream
 
 BUFFER_SIZE = 256 * 1024
@@ -42,6 +43,21 @@ class RelayResult:
     b_to_a: int
     idle_timed_out: bool = False
     error: str | None = None  # the first error seen, if the relay did not end cleanly
+
+
+class RelayMeter:
+    """Live byte counts of one relay, readable while it runs (for metrics at scrape time).
+
+    `totals()` is (a_to_b, b_to_a) so far, (0, 0) before the relay starts; it reads the copy
+    loops' own counters, so metering costs the data path nothing."""
+
+    __slots__ = ("_read",)
+
+    def __init__(self) -> None:
+        self._read: Callable[[], tuple[int, int]] = lambda: (0, 0)
+
+    def totals(self) -> tuple[int, int]:
+        return self._read()
 
 
 class _Direction:
@@ -67,11 +83,16 @@ async def relay(
     *,
     idle_timeout: float | None = None,
     buffer_size: int = BUFFER_SIZE,
+    meter: RelayMeter | None = None,
 ) -> RelayResult:
-    """Copy a->b and b->a until both directions end; close both. Never raises for I/O errors."""
+    """Copy a->b and b->a until both directions end; close both. Never raises for I/O errors.
+    `meter`, if given, shows the bytes moved so far while the relay runs."""
     if can_splice(a, b):
-        return await _spliced(a, b, idle_timeout=idle_timeout, buffer_size=buffer_size)
+        return await _spliced(a, b, idle_timeout=idle_timeout, buffer_size=buffer_size,
+                              meter=meter)
     ab, ba = _Direction(), _Direction()
+    if meter is not None:
+        meter._read = lambda: (ab.nbytes, ba.nbytes)
     state = _Shared()
     try:
         async with trio.open_nursery() as nursery:
@@ -113,14 +134,23 @@ async def relay(
 
 
 async def _spliced(
-    a: trio.abc.Stream, b: trio.abc.Stream, *, idle_timeout: float | None, buffer_size: int
+    a: trio.abc.Stream, b: trio.abc.Stream, *, idle_timeout: float | None, buffer_size: int,
+    meter: RelayMeter | None,
 ) -> RelayResult:
     tunnel_first = isinstance(a, TunnelStream)
     tunnel, stream = (a, b) if tunnel_first else (b, a)
     assert isinstance(tunnel, TunnelStream) and isinstance(stream, trio.SocketStream)
+    live = SpliceMeter()
+    if meter is not None:
+        def totals() -> tuple[int, int]:
+            to_socket, to_tunnel = live.totals()
+            return (to_socket, to_tunnel) if tunnel_first else (to_tunnel, to_socket)
+
+        meter._read = totals
     result = None
     try:
-        result = await splice(tunnel, stream, idle_timeout=idle_timeout, buffer_size=buffer_size)
+        result = await splice(tunnel, stream, idle_timeout=idle_timeout, buffer_size=buffer_size,
+                              meter=live)
     finally:
         failed = result is None or result.error is not None or result.idle_timed_out
         with trio.CancelScope(shield=True), trio.move_on_after(1):

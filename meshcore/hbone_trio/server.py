@@ -29,7 +29,7 @@ from meshcore import hbone, tlsconfig
 from meshcore.hbone import HboneSettings, Role
 from meshcore.hbone_trio.client import Address
 from meshcore.hbone_trio.connection import HboneTrioConnection, KeepaliveConfig
-from meshcore.hbone_trio.relay import RelayResult, relay
+from meshcore.hbone_trio.relay import RelayMeter, RelayResult, relay
 from meshcore.hbone_trio.tls_stream import TlsHandshakeError, TlsStream
 from meshcore.hbone_trio.tunnel import TunnelStream
 from meshcore.identity import SpiffeId
@@ -67,6 +67,7 @@ class ConnectOutcome:
     reason: str = ""
     idle_timeout: float | None = None
     on_done: Callable[[RelayResult], None] | None = None
+    meter: RelayMeter | None = None  # live bytes of the relay (tunnel -> upstream is a_to_b)
 
     def __post_init__(self) -> None:
         if (self.status == 200) != (self.upstream is not None):
@@ -80,8 +81,10 @@ class ConnectOutcome:
         *,
         idle_timeout: float | None = None,
         on_done: Callable[[RelayResult], None] | None = None,
+        meter: RelayMeter | None = None,
     ) -> ConnectOutcome:
-        return cls(200, upstream, tuple(headers), idle_timeout=idle_timeout, on_done=on_done)
+        return cls(200, upstream, tuple(headers), idle_timeout=idle_timeout, on_done=on_done,
+                   meter=meter)
 
     @classmethod
     def deny(cls, reason: str = "") -> ConnectOutcome:
@@ -247,7 +250,8 @@ async def _serve_stream(
         upstream = outcome.upstream
         assert upstream is not None
         await tunnel.respond(200, outcome.headers)
-        result = await relay(tunnel, upstream, idle_timeout=outcome.idle_timeout)
+        result = await relay(tunnel, upstream, idle_timeout=outcome.idle_timeout,
+                             meter=outcome.meter)
         upstream = None  # the relay closed it
         if outcome.on_done is not None:
             outcome.on_done(result)

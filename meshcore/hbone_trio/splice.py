@@ -32,6 +32,7 @@ import dataclasses
 import errno
 import math
 import socket
+from collections.abc import Callable
 
 import trio
 
@@ -48,6 +49,18 @@ class SpliceResult:
     to_socket: int
     idle_timed_out: bool
     error: BaseException | None
+
+
+class SpliceMeter:
+    """Live (to_socket, to_tunnel) byte counts of a running splice (see `relay.RelayMeter`)."""
+
+    __slots__ = ("_read",)
+
+    def __init__(self) -> None:
+        self._read: Callable[[], tuple[int, int]] = lambda: (0, 0)
+
+    def totals(self) -> tuple[int, int]:
+        return self._read()
 
 
 class _Progress:
@@ -73,12 +86,15 @@ async def splice(
     *,
     idle_timeout: float | None,
     buffer_size: int,
+    meter: SpliceMeter | None = None,
 ) -> SpliceResult:
     """Copy both ways until both directions end (or one fails, or idle); does not close."""
     sock = raw_socket(stream)
     assert sock is not None, "splice needs a trio.SocketStream over a stdlib socket"
     sink = DirectSink(sock)
     up, down = _Progress(), _Progress()  # up: socket -> tunnel; down: tunnel -> socket
+    if meter is not None:
+        meter._read = lambda: (down.nbytes + sink.nbytes, up.nbytes)
     idle = False
     tunnel._direct = sink
     try:

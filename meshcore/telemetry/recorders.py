@@ -27,6 +27,7 @@ closed (call `close` in `finally`) or it stays in the open set.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from opentelemetry.metrics import Counter, Histogram
 
@@ -75,7 +76,7 @@ class ConnectionRecorder:
     """One tunnelled or passthrough connection's metrics. Made by `TcpRecorder.open`."""
 
     __slots__ = (
-        "_c2s_pending", "_closed", "_owner", "_s2c_pending", "client_to_server",
+        "_c2s_pending", "_closed", "_owner", "_s2c_pending", "_source", "client_to_server",
         "final_labels", "labels", "server_to_client",
     )
 
@@ -88,6 +89,7 @@ class ConnectionRecorder:
         self._c2s_pending = 0
         self._s2c_pending = 0
         self._closed = False
+        self._source: Callable[[], tuple[int, int]] | None = None
 
     @property
     def closed(self) -> bool:
@@ -100,8 +102,20 @@ class ConnectionRecorder:
         self._c2s_pending += client_to_server
         self._s2c_pending += server_to_client
 
+    def follow(self, source: Callable[[], tuple[int, int]]) -> None:
+        """Read (client_to_server, server_to_client) totals from `source` at every flush: the
+        relay's own counters, so bytes of a long connection show at each scrape."""
+        self._source = source
+
+    def set_totals(self, client_to_server: int, server_to_client: int) -> None:
+        """Count up to these totals (what was already counted is not counted again)."""
+        self.add_bytes(max(0, client_to_server - self.client_to_server),
+                       max(0, server_to_client - self.server_to_client))
+
     def flush(self) -> None:
         """Hand pending byte counts to the SDK (called at scrape and at close)."""
+        if self._source is not None and not self._closed:
+            self.set_totals(*self._source())
         inst, attrs = self._owner.instruments, self.labels.attributes
         if self._c2s_pending:
             inst.received_bytes.add(self._c2s_pending, attrs)

@@ -28,7 +28,7 @@ import logging
 import re
 
 from meshcore.authz import ConnectionAttributes, evaluate_in
-from meshcore.hbone_trio import ConnectOutcome, ConnectRequest, RelayResult
+from meshcore.hbone_trio import ConnectOutcome, ConnectRequest, RelayMeter, RelayResult
 from meshcore.telemetry import Reporter, format_baggage, parse_baggage, traffic_labels
 from meshcore.telemetry.labels import ResponseFlags
 from meshcore.telemetry.traceparent import parse_or_none
@@ -200,6 +200,7 @@ class InboundHbone:
         return ConnectOutcome.accept(
             dialed.stream, [("baggage", format_baggage(local))],
             idle_timeout=pod.settings.idle_timeout, on_done=done,
+            meter=obs.follow(RelayMeter()),
         )
 
     def _refuse(self, status: int, src_addr: str, dst_addr: str, request: ConnectRequest,

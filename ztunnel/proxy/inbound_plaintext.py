@@ -24,7 +24,7 @@ import logging
 import trio
 
 from meshcore.authz import ConnectionAttributes, Decision, evaluate_in
-from meshcore.hbone_trio import relay
+from meshcore.hbone_trio import RelayMeter, relay
 from meshcore.telemetry import Reporter, traffic_labels
 from meshcore.telemetry.labels import ResponseFlags
 from ztunnel.proxy.context import PodContext
@@ -100,7 +100,8 @@ async def _connect_and_relay(pod: PodContext, tracker: ConnectionTracker,
                  pod.pod.display, attrs.source_ip, upstream)
     entry = tracker.register(attrs, dialed.stream)
     try:
-        result = await relay(client, dialed.stream, idle_timeout=pod.settings.idle_timeout)
+        result = await relay(client, dialed.stream, idle_timeout=pod.settings.idle_timeout,
+                             meter=obs.follow(RelayMeter()))
     finally:
         tracker.unregister(entry)
     denied_later = entry.closed_by_policy

@@ -25,6 +25,7 @@ import contextlib
 import trio
 
 from meshcore.authz import Decision
+from meshcore.hbone_trio import RelayMeter
 from meshcore.telemetry import ConnectionEntry, ConnectionRecorder, TrafficLabels
 from meshcore.telemetry.labels import Reporter, ResponseFlags
 from meshcore.telemetry.traceparent import TraceParent
@@ -86,6 +87,12 @@ class Observation:
         ctx.access_log.connection_opened(obs._entry(labels))
         return obs
 
+    def follow(self, meter: RelayMeter) -> RelayMeter:
+        """Count the relay's bytes at every metrics scrape, not only at `finish`."""
+        if self._recorder is not None:
+            self._recorder.follow(meter.totals)
+        return meter
+
     @property
     def traceparent(self) -> TraceParent:
         """The trace context to send on this connection's CONNECT (outbound)."""
@@ -105,7 +112,7 @@ class Observation:
         self._done = True
         labels = self._labels.with_outcome(response_flags)
         if self._recorder is not None:
-            self._recorder.add_bytes(client_to_server, server_to_client)
+            self._recorder.set_totals(client_to_server, server_to_client)
             labels = self._recorder.close(response_flags)
         entry = self._entry(
             labels,

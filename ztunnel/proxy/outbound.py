@@ -31,6 +31,7 @@ from meshcore.hbone_trio import (
     HboneHandshakeError,
     HboneStatusError,
     HboneTrioError,
+    RelayMeter,
     relay,
 )
 from meshcore.telemetry import format_baggage, traffic_labels
@@ -152,7 +153,8 @@ async def _tunnel(pod: PodContext, app: trio.SocketStream, source: Workload, hop
         obs.finish(error=error, response_flags=flags)
         await abort(app)
         return
-    result = await relay(app, tunnel, idle_timeout=pod.settings.idle_timeout)
+    result = await relay(app, tunnel, idle_timeout=pod.settings.idle_timeout,
+                         meter=obs.follow(RelayMeter()))
     obs.finish(
         client_to_server=result.a_to_b, server_to_client=result.b_to_a, error=result.error
     )
@@ -175,7 +177,8 @@ async def _via_tcp(
                        response_flags=ResponseFlags.CONNECT)
             await abort(app)
             return
-        result = await relay(app, dialed.stream, idle_timeout=pod.settings.idle_timeout)
+        result = await relay(app, dialed.stream, idle_timeout=pod.settings.idle_timeout,
+                             meter=obs.follow(RelayMeter()))
         obs.finish(
             client_to_server=result.a_to_b, server_to_client=result.b_to_a, error=result.error
         )

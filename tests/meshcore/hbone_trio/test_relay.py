@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from meshcore.hbone_trio.errors import StreamResetError
-from meshcore.hbone_trio.relay import RelayResult, relay
+from meshcore.hbone_trio.relay import RelayMeter, RelayResult, relay
 from tests.meshcore.hbone_trio.pair import connection_pair, tunnel_pair
 
 pytestmark = pytest.mark.trio
@@ -105,3 +105,50 @@ async def test_broken_side_resets_the_tunnel() -> None:
                     await s.send_all(b"more" * 10000)
         assert results[0].error is not None
         nursery.cancel_scope.cancel()
+
+
+async def _exact(stream: trio.abc.ReceiveStream, n: int) -> bytes:
+    got = bytearray()
+    while len(got) < n:
+        got += await stream.receive_some()
+    return bytes(got)
+
+
+@pytest.mark.parametrize("kind", ["splice-socket-first", "splice-tunnel-first", "copy-loops"])
+async def test_meter_shows_bytes_while_the_relay_runs(kind: str) -> None:
+    """RelayMeter.totals() reads (a_to_b, b_to_a) mid-relay, oriented like the result, on the
+    splice path (either argument order) and on the generic copy loops."""
+    app, proxy_side = _sockets()
+    meter = RelayMeter()
+    results: list[RelayResult] = []
+    async with trio.open_nursery() as nursery:
+        if kind == "copy-loops":
+            far, near = _sockets()
+            a, b = proxy_side, near
+        else:
+            client, _server, accepted = await connection_pair(nursery)
+            near, far = await tunnel_pair(client, accepted)
+            a, b = (proxy_side, near) if kind == "splice-socket-first" else (near, proxy_side)
+        app_is_a = a is proxy_side
+
+        async def run() -> None:
+            results.append(await relay(a, b, meter=meter))
+
+        nursery.start_soon(run)
+        up, down = os.urandom(300_000), os.urandom(5_000)
+        await app.send_all(up)
+        assert await _exact(far, len(up)) == up
+        await trio.testing.wait_all_tasks_blocked()  # the relay counts after its write returns
+        assert meter.totals() == ((len(up), 0) if app_is_a else (0, len(up)))
+        await far.send_all(down)
+        assert await _exact(app, len(down)) == down
+        await trio.testing.wait_all_tasks_blocked()
+        live = meter.totals()
+        assert live == ((len(up), len(down)) if app_is_a else (len(down), len(up)))
+        await app.send_eof()
+        await far.send_eof()
+        assert await _read_all(app) == b""
+        while not results:
+            await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert (results[0].a_to_b, results[0].b_to_a) == live

@@ -67,6 +67,26 @@ def test_connection_lifecycle_counts_live_bytes_and_failure() -> None:
     assert metrics.tcp.statistics().open_connections == 0
 
 
+def test_followed_source_is_read_at_each_scrape_and_never_counted_twice() -> None:
+    """A recorder following a relay's live totals shows them at every scrape; the final totals
+    at close add only what the scrapes had not counted yet."""
+    metrics = MeshMetrics("ztunnel")
+    conn = metrics.tcp.open(OUTBOUND)
+    totals = [0, 0]
+    conn.follow(lambda: (totals[0], totals[1]))
+    totals[:] = [500, 40]
+    samples, _ = parse(metrics.render())
+    assert series(samples, "istio_tcp_received_bytes_total") == {frozenset(OUTBOUND): "500"}
+    totals[:] = [800, 90]
+    samples, _ = parse(metrics.render())
+    assert series(samples, "istio_tcp_sent_bytes_total") == {frozenset(OUTBOUND): "90"}
+    conn.set_totals(1000, 100)  # what the relay returned when it ended
+    final = conn.close()
+    samples, _ = parse(metrics.render())
+    assert series(samples, "istio_tcp_received_bytes_total") == {frozenset(final): "1000"}
+    assert series(samples, "istio_tcp_sent_bytes_total") == {frozenset(final): "100"}
+
+
 def test_successful_close_is_not_a_failure() -> None:
     """Flags `-` count a close but never a failed connection."""
     metrics = MeshMetrics("ztunnel")

@@ -12,6 +12,7 @@ import socket
 
 import pytest
 import trio
+import trio.testing
 
 from meshcore.hbone_trio import HboneStatusError, open_hbone_client
 from meshcore.identity import SpiffeId
@@ -67,6 +68,29 @@ async def test_pod_ip_roundtrip_through_hbone(topology: dict[str, Netns]) -> Non
         assert 'connection_security_policy="mutual_tls"' in line
         assert 'source_principal="spiffe://cluster.local/ns/shop/sa/a"' in line
         assert line.endswith(f" {len(payload)}")
+
+
+async def test_bytes_of_an_open_connection_show_at_a_scrape(topology: dict[str, Netns]) -> None:
+    """A connection still open: a scrape already counts its bytes on both reporters (the
+    relays are metered live, as ztunnel counts), and the close adds nothing twice."""
+    payload = os.urandom(200_000)
+    with trio.fail_after(TIMEOUT):
+        async with running_mesh(topology, snapshot(*base_items())) as mesh:
+            stream = await app_connect(topology["a"], B_IP, APP_PORT)
+            await stream.send_all(payload)
+            got = bytearray()
+            while len(got) < len(payload):
+                got += await stream.receive_some()
+            await trio.testing.wait_all_tasks_blocked()
+            live = mesh.metrics.render()
+            await stream.aclose()
+            await mesh.access.wait_for(2, "connection complete")
+            final = mesh.metrics.render()
+    for exposition in (live, final):
+        for reporter in ("source", "destination"):
+            for name in ("istio_tcp_received_bytes_total", "istio_tcp_sent_bytes_total"):
+                line = metric_line(exposition, name, reporter)
+                assert line.endswith(f" {len(payload)}"), (name, reporter, line)
 
 
 async def test_tunnelled_connection_gets_linked_client_and_server_spans(
