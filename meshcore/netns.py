@@ -2,8 +2,10 @@
 
 Who calls it: ztunnel's `NetnsSocketFactory` (a `NetnsWorker` creating pod sockets), the CNI
 redirection (`call_in_netns` to open netlink sockets in a pod netns), the test/bench support
-(`entered` / `call_in_netns` by namespace name). What it hands back: whatever the function run
-inside returns (sockets keep the namespace they were created in, for life), or typed errors.
+(`entered` / `call_in_netns` by namespace name), and `ambientctl sandbox` (named namespaces
+under /var/run/netns: `named_netns`, `socket_in_netns`, `enter_for_good`, `pids_in_netns`).
+What it hands back: whatever the function run inside returns (sockets keep the namespace they
+were created in, for life), or typed errors.
 
 Invariants (CONVENTIONS.md #10):
 - setns(2) acts on the calling *thread*. Code switches only on a thread it owns (a fresh one,
@@ -30,6 +32,7 @@ import errno
 import fcntl
 import os
 import queue
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -40,6 +43,7 @@ T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703  # ioctl: the CLONE_NEW* type of a namespace fd
 THREAD_NETNS = "/proc/thread-self/ns/net"
+NETNS_RUN_DIR = "/var/run/netns"  # where `ip netns` and pyroute2 bind-mount named namespaces
 
 NetnsRef = str | int  # a path (/var/run/netns/x, /proc/<pid>/ns/net) or an open fd
 
@@ -98,6 +102,11 @@ def open_netns(netns: NetnsRef) -> int:
         raise NetnsError(f"cannot open network namespace {what}: {exc}", netns=what) from exc
 
 
+def named_netns(name: str) -> str:
+    """The path of the named namespace `name` (`/var/run/netns/<name>`, as `ip netns` uses)."""
+    return os.path.join(NETNS_RUN_DIR, name)
+
+
 def check_netns_fd(fd: int, what: str = "") -> None:
     """Raise `NetnsNotFoundError` unless `fd` refers to a network namespace (NS_GET_NSTYPE)."""
     what = what or f"fd {fd}"
@@ -120,6 +129,23 @@ def netns_inode(netns: NetnsRef) -> int:
         os.close(fd)
 
 
+def pids_in_netns(inodes: set[int]) -> list[int]:
+    """Pids of the processes whose network namespace is one of `inodes` (never our own pid).
+
+    Processes that end or cannot be inspected while /proc is read are skipped.
+    """
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino in inodes:
+                out.append(int(entry))
+        except OSError:
+            continue
+    return out
+
+
 def thread_netns_inode() -> int:
     """Inode of the calling thread's network namespace."""
     return os.stat(THREAD_NETNS).st_ino
@@ -140,6 +166,20 @@ def enter(fd: int, what: str = "") -> None:
                                      netns=what) from None
         raise NetnsEnterError(f"setns({what}) failed: {exc.strerror} (running as root?)",
                               netns=what) from None
+
+
+def enter_for_good(netns: NetnsRef) -> None:
+    """`enter` by path or fd: move the calling thread into `netns` and leave it there.
+
+    For a thread (or a one-shot CLI process) that is about to `exec` or to make its one
+    request inside `netns`; errors as for `open_netns` and `enter`.
+    """
+    what = _describe(netns)
+    fd = open_netns(netns)
+    try:
+        enter(fd, what)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -196,6 +236,13 @@ def call_in_netns(netns: NetnsRef, fn: Callable[..., T], *args: Any,
     if "error" in box:
         raise box.pop("error")
     return box["result"]  # type: ignore[no-any-return]
+
+
+def socket_in_netns(netns: NetnsRef, family: int = socket.AF_INET,
+                    kind: int = socket.SOCK_STREAM, *, thread_name: str = "netns-socket"
+                    ) -> socket.socket:
+    """A socket created inside `netns` on a fresh thread (it stays there; use it anywhere)."""
+    return call_in_netns(netns, socket.socket, family, kind, thread_name=thread_name)
 
 
 _Job = tuple[int, Callable[..., Any], tuple[Any, ...], concurrent.futures.Future[Any]]

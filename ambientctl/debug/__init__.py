@@ -29,7 +29,8 @@ def register(subparsers: Any, *, resolver: Resolver | None = None) -> None:
 
     resolver = resolver or NoNodeResolver()
     parsers = [ztunnel_config.add_parser(subparsers, resolver),
-               commands.add_why_parser(subparsers), commands.add_analyze_parser(subparsers)]
+               commands.add_why_parser(subparsers, resolver),
+               commands.add_analyze_parser(subparsers)]
     for p in parsers:
         p.set_defaults(func=_runner(p.get_default("debug_command")))
 

@@ -28,6 +28,11 @@ class Resolver(Protocol):
         """(host, port); raise `DebugError` naming the known nodes when `node` is unknown."""
         ...
 
+    def node_of(self, pod: str) -> str:
+        """The node pod `pod` (NAMESPACE/NAME) runs on (`why` with no source: its ztunnel);
+        raise `DebugError` saying what to pass instead when that is not known."""
+        ...
+
 
 class NoNodeResolver:
     """The default: node names are unknown outside the sandbox; `--admin` is needed."""
@@ -36,6 +41,11 @@ class NoNodeResolver:
         raise DebugError(
             f"cannot resolve node {node!r} to a ztunnel admin address outside the sandbox; "
             f"pass --admin HOST:PORT (ztunnel's admin port is {DEFAULT_ADMIN_PORT})")
+
+    def node_of(self, pod: str) -> str:
+        raise DebugError(
+            "say where the state comes from: -f MANIFEST_DIR, or --ztunnel-admin HOST:PORT "
+            f"(only the sandbox knows which node runs pod {pod!r})")
 
 
 def parse_address(text: str) -> tuple[str, int]:

@@ -14,6 +14,9 @@ follows the connection the way the data path does, with the data path's own code
    or inbound plaintext 15006 (no identity, so STRICT denies), evaluated by
    `meshcore.authz.explain_in`, the evaluator ztunnel calls. A destination that is not captured
    has no ztunnel in front of it: nothing is enforced.
+With live state (`live.py`: `state.model` is None) pods and services are looked up by name in
+what ztunnel holds, and what only the manifests know (the waypoint's L7 policies, "should be
+captured" notes) is left out and said to be.
 Endpoint choices (ztunnel's are random, weighted by capacity) are made deterministically here,
 first by (namespace, name), or as `--endpoint` says; the result names the choice.
 """
@@ -25,8 +28,8 @@ import ipaddress
 from collections.abc import Sequence
 
 from ambientctl.debug.errors import NotFoundError
-from ambientctl.debug.state import MeshState, pod_of
-from istiod_lite.translate.mesh import pod_uid, service_hostname
+from ambientctl.debug.state import MeshState, is_pod, live_workload, pod_of, service_named
+from istiod_lite.translate.mesh import pod_uid
 from istiod_lite.translate.waypoints import find_waypoints
 from meshcore.authz import ConnectionAttributes, Explanation, explain_in
 from meshcore.identity import SpiffeId
@@ -155,6 +158,8 @@ def _pod_workload(state: MeshState, text: str, role: str) -> Workload:
     ns, _, name = text.removeprefix("pod/").partition("/")
     if not ns or not name:
         raise NotFoundError(f"{role} {text!r}: expected NAMESPACE/POD or an IP")
+    if state.model is None:
+        return live_workload(state, ns, name, role)
     pod = pod_of(state.model, ns, name)
     if pod is None:
         known = ", ".join(p.name for p in state.model.pods if p.namespace == ns) or "none"
@@ -179,9 +184,9 @@ def resolve_destination(state: MeshState, text: str) -> tuple[IPAddress, str]:
         return ip, what
     service = None
     if text.startswith("svc/") or (text.count("/") == 1 and not text.startswith("pod/")
-                                   and pod_of(state.model, *text.split("/", 1)) is None):
+                                   and not is_pod(state, *text.split("/", 1))):
         ns, _, name = text.removeprefix("svc/").partition("/")
-        service = snap.services.get(f"{ns}/{service_hostname(state.mesh, ns, name)}")
+        service = service_named(state, ns, name)
         if service is None:
             raise NotFoundError(f"destination: no pod or service {ns}/{name} in the "
                                 "configuration (use pod/NS/NAME or svc/NS/NAME to be explicit)")
@@ -223,7 +228,7 @@ def _source_notes(state: MeshState, src: Party) -> list[str]:
     notes = []
     if src.workload is not None and not src.captured:
         pod = pod_of(state.model, src.workload.namespace, src.workload.name)
-        if pod is not None and state.model.is_enrolled(pod):
+        if pod is not None and state.model is not None and state.model.is_enrolled(pod):
             notes.append(f"{src.label} should be in the mesh ({state.model.enrollment(pod).reason})"
                          " but is not captured yet (no ambient.istio.io/redirection: enabled); "
                          "evaluated as ztunnel sees it now (--assume-captured evaluates it as "
@@ -272,10 +277,11 @@ def _through_waypoint(state: MeshState, src: Party, hop: HboneHop, dialed: IPAdd
     steps.append(f"{'service' if hop.service else 'pod'} uses waypoint {waypoint.gateway}: "
                  f"HBONE (mTLS) to waypoint pod {wp.namespace}/{wp.name} "
                  f"{hop.address[0]}:{hop.address[1]}, CONNECT {hop.authority}")
+    listed = (", ".join(waypoint.l7_policies) or "none target it") if state.model is not None \
+        else "they are the waypoint's configuration, not ztunnel's (-f MANIFEST_DIR lists them)"
     notes.append("L7 policies at the waypoint see the client identity "
-                 f"{src.workload.identity} and are evaluated per request there: "
-                 + (", ".join(waypoint.l7_policies) if waypoint.l7_policies
-                    else "none target it") + "; HTTPRoutes may send the request elsewhere")
+                 f"{src.workload.identity} and are evaluated per request there: {listed}; "
+                 "HTTPRoutes may send the request elsewhere")
     if hop.service is not None:
         ep = select_endpoint(state.snapshot, hop.service, port, source=wp, dialed_ip=dialed,
                              choose=chooser)
@@ -362,6 +368,11 @@ def _enforce(state: MeshState, base: tuple[Party, str], ep: Endpoint, peer: Spif
 
 
 def _waypoint_info(state: MeshState, wp: Workload, service: Service | None) -> Waypoint:
+    if state.model is None:  # live: no Gateways; name the waypoint's Service (Istio: same name)
+        svc = next((state.snapshot.services[e.service] for e in wp.services
+                    if e.service in state.snapshot.services), None)
+        label = f"{svc.namespace}/{svc.name}" if svc else f"{wp.namespace}/{wp.name}"
+        return Waypoint(wp, label, ())
     gateway = None
     for (ns, name), found in find_waypoints(state.model, state.mesh).items():
         if any(e.service == f"{ns}/{found.hostname}" for e in wp.services) or (

@@ -6,7 +6,8 @@ policy, which is not always the AuthorizationPolicy's rule index: istiod drops A
 use HTTP attributes. `policy_origin` maps it back with the same conversion
 (`istiod_lite.translate.authorization.convert_rule`), and names the PeerAuthentication behind
 the synthetic STRICT policies (`istio_converted_static_strict`,
-`converted_peer_authentication_<name>`).
+`converted_peer_authentication_<name>`). With live state (no manifests) it names the ztunnel
+policy and group only, and says where the state came from (`MeshState.source`).
 """
 
 from __future__ import annotations
@@ -35,12 +36,17 @@ def policy_origin(state: MeshState, key: str, group: int | None, destination: tu
     """What the user wrote that became ztunnel policy `key` (group `group`)."""
     ns, _, name = key.partition("/")
     if key == f"{state.mesh.root_namespace}/{STATIC_STRICT_NAME}":
-        pa = effective_peer_authentication(state.model, state.mesh, *destination)
+        pa = None if state.model is None else effective_peer_authentication(
+            state.model, state.mesh, *destination)
         by = f" from PeerAuthentication {pa.namespace}/{pa.name}" if pa is not None else ""
         return f"mTLS STRICT{by} (ztunnel policy {key}: deny connections without a peer identity)"
     if name.startswith(CONVERTED_PREFIX):
         return (f"PeerAuthentication {ns}/{name.removeprefix(CONVERTED_PREFIX)} portLevelMtls "
                 f"(ztunnel policy {key})")
+    if state.model is None:  # live: ztunnel holds the converted policy, not spec.rules
+        at = f" group {group}" if group is not None else ""
+        return (f"AuthorizationPolicy {key} (ztunnel policy{at}; the spec.rules index needs "
+                "the manifests: -f)")
     pol = state.model.get("AuthorizationPolicy", ns, name)
     if isinstance(pol, AuthorizationPolicy) and group is not None:
         index = rule_index(pol, group)
@@ -62,7 +68,8 @@ def render(state: MeshState, result: WhyResult) -> str:
     identity = (f"identity {src.workload.identity}" if src.workload is not None
                 else "outside the mesh")
     verdict = {"allow": "ALLOW", "deny": "DENY", "fail": "FAIL"}[result.outcome]
-    lines = [f"source:      {src.label} {src.ip}, {identity}"
+    lines = [f"state:       {state.source or 'given'}",
+             f"source:      {src.label} {src.ip}, {identity}"
              f"{', captured' if src.captured else ', not captured'}",
              f"destination: {result.destination}",
              f"verdict:     {verdict}: {result.reason}"]
@@ -85,6 +92,7 @@ def to_dict(state: MeshState, result: WhyResult) -> dict[str, Any]:
     src = result.source
     wp = result.waypoint
     return {
+        "state": state.source,
         "source": {"name": src.label, "ip": str(src.ip), "captured": src.captured,
                    "identity": str(src.workload.identity) if src.workload else None},
         "destination": result.destination,

@@ -4,9 +4,12 @@ Who calls it: `ambientctl.sandbox.core` (building and tearing down the topology)
 process supervisor (forking a child inside a namespace). Nothing here shells out to `ip`.
 
 Invariants:
-- Switching namespace is per thread (setns acts on the calling thread). `in_netns()` saves
-  /proc/thread-self/ns/net, switches, and restores in `finally`. It is used only to create a
-  socket, fork a child or open a /proc/sys file; those keep the namespace they were made in.
+- Switching namespace is `meshcore.netns` (one implementation for ztunnel, the CNI and the
+  sandbox); this module names the sandbox's namespaces (`/var/run/netns/<name>`) and turns
+  meshcore's `NetnsError`s into `KernelError`s (a `SandboxError`, which the CLI prints).
+  `in_netns()` switches the calling thread and restores it in `finally`; it is used only to
+  create a socket, fork a child or open a /proc/sys file, which keep the namespace they were
+  made in.
 - veth pairs are created inside the first namespace with the peer placed straight into the
   second, so interface names never touch the root namespace.
 - `delete_netns` is idempotent (no error when the namespace is already gone).
@@ -15,10 +18,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -26,10 +26,9 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
 from ambientctl.sandbox.errors import SandboxError
+from meshcore import netns as mesh_netns
 
-NETNS_RUN_DIR = "/var/run/netns"
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
+NETNS_RUN_DIR = mesh_netns.NETNS_RUN_DIR
 T = TypeVar("T")
 
 
@@ -38,76 +37,51 @@ class KernelError(SandboxError):
 
 
 def netns_path(name: str) -> str:
-    return os.path.join(NETNS_RUN_DIR, name)
+    return mesh_netns.named_netns(name)
 
 
 def list_netns() -> list[str]:
     return list(pr_netns.listnetns())
 
 
-def _setns(fd: int, what: str) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise KernelError(f"setns into {what} failed: {os.strerror(err)} (are we root?)")
+@contextlib.contextmanager
+def _as_kernel_error(name: str) -> Iterator[None]:
+    """meshcore's NetnsErrors (cannot enter or come back) as the sandbox's KernelError."""
+    try:
+        yield
+    except mesh_netns.NetnsNotFoundError as exc:
+        raise KernelError(f"network namespace {name!r} does not exist") from exc
+    except mesh_netns.NetnsError as exc:
+        raise KernelError(f"netns {name!r}: {exc}") from exc
 
 
 @contextlib.contextmanager
 def in_netns(name: str) -> Iterator[None]:
     """The current *thread* inside netns `name` for a synchronous block (never await inside)."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        try:
-            target = os.open(netns_path(name), os.O_RDONLY)
-        except FileNotFoundError as exc:
-            raise KernelError(f"network namespace {name!r} does not exist") from exc
-        try:
-            _setns(target, f"netns {name!r}")
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            _setns(own, "the thread's original netns")
-    finally:
-        os.close(own)
+    with _as_kernel_error(name), mesh_netns.entered(netns_path(name)):
+        yield
 
 
 def enter_netns_for_exec(name: str) -> None:
     """Move the calling thread into netns `name` for good (right before `os.exec*`, or in a
     CLI process that makes one request there and exits: `resolver.SandboxResolver`)."""
-    try:
-        fd = os.open(netns_path(name), os.O_RDONLY)
-    except FileNotFoundError as exc:
-        raise KernelError(f"network namespace {name!r} does not exist") from exc
-    try:
-        _setns(fd, f"netns {name!r}")
-    finally:
-        os.close(fd)
+    with _as_kernel_error(name):
+        mesh_netns.enter_for_good(netns_path(name))
 
 
 def call_in_netns(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call `fn` on a fresh thread switched into netns `name`; return its result or raise."""
-    box: dict[str, Any] = {}
-
-    def runner() -> None:
-        try:
-            with in_netns(name):
-                box["result"] = fn(*args, **kwargs)
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=runner, name=f"netns-{name}")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["result"]  # type: ignore[no-any-return]
+    with _as_kernel_error(name):
+        return mesh_netns.call_in_netns(netns_path(name), fn, *args,
+                                        thread_name=f"netns-{name}", **kwargs)
 
 
 def socket_in_netns(name: str, family: int = socket.AF_INET,
                     kind: int = socket.SOCK_STREAM) -> socket.socket:
     """A socket created inside netns `name` (it stays there; use it from any thread)."""
-    return call_in_netns(name, socket.socket, family, kind)
+    with _as_kernel_error(name):
+        return mesh_netns.socket_in_netns(netns_path(name), family, kind,
+                                          thread_name=f"netns-{name}")
 
 
 def create_netns(name: str) -> None:
@@ -130,23 +104,14 @@ def delete_netns(name: str) -> bool:
 
 def netns_inode(name: str) -> int | None:
     try:
-        return os.stat(netns_path(name)).st_ino
-    except FileNotFoundError:
+        return mesh_netns.netns_inode(netns_path(name))
+    except mesh_netns.NetnsNotFoundError:
         return None
 
 
 def pids_in_netns(inodes: set[int]) -> list[int]:
     """Processes whose network namespace is one of `inodes` (never ourselves)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            if os.stat(f"/proc/{entry}/ns/net").st_ino in inodes:
-                out.append(int(entry))
-        except OSError:
-            continue
-    return out
+    return mesh_netns.pids_in_netns(inodes)
 
 
 def _index(ipr: IPRoute, ifname: str, ns: str) -> int:

@@ -2,7 +2,8 @@
 
 Who calls it: `ambientctl.__main__` passes a `SandboxResolver` to `ambientctl.debug.register`;
 `ambientctl.debug.admin_client` asks it for a node's ztunnel admin address and then makes one
-HTTP request from the same thread.
+HTTP request from the same thread. `ambientctl why SRC DST:PORT` with no source asks it first
+for the node of pod SRC (`node_of`), then for that node's address.
 
 ztunnel's admin endpoint listens on 127.0.0.1:15000 *inside* the node's network namespace, which
 nothing in the root namespace can reach (the sandbox adds no interface there). So resolving a
@@ -16,10 +17,14 @@ then.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from ambientctl.debug.errors import DebugError
 from ambientctl.sandbox import kernel
 from ambientctl.sandbox.errors import SandboxError
+
+if TYPE_CHECKING:
+    from ambientctl.sandbox.core import Sandbox
 
 ADMIN = ("127.0.0.1", 15000)
 
@@ -30,16 +35,26 @@ class SandboxResolver:
     def __init__(self, name: str | None = None) -> None:
         self.name = name  # None: $AMBIENT_SANDBOX, else the default sandbox
 
-    def admin_address(self, node: str) -> tuple[str, int]:
+    def _sandbox(self, what: str) -> Sandbox:
         from ambientctl.sandbox.core import DEFAULT_NAME, Sandbox
 
         name = self.name or os.environ.get("AMBIENT_SANDBOX", DEFAULT_NAME)
+        sb = Sandbox(name)
+        if not sb.is_up():
+            raise DebugError(f"{what}: sandbox {name!r} is not up (start it with "
+                             "`ambientctl sandbox up`, or pass --admin HOST:PORT)")
+        return sb
+
+    def node_of(self, pod: str) -> str:
+        what = f"the node of pod {pod} (why with no -f/--ztunnel-admin/--node)"
         try:
-            sb = Sandbox(name)
-            if not sb.is_up():
-                raise DebugError(f"--node {node}: sandbox {name!r} is not up (start it with "
-                                 "`ambientctl sandbox up`, or pass --admin HOST:PORT)")
-            netns = sb.node_netns(node)
+            return self._sandbox(what).node_of(pod)
+        except SandboxError as exc:
+            raise DebugError(f"{what}: {exc}; or name a node: --node NODE") from exc
+
+    def admin_address(self, node: str) -> tuple[str, int]:
+        try:
+            netns = self._sandbox(f"--node {node}").node_netns(node)
         except SandboxError as exc:
             raise DebugError(f"--node {node}: {exc}") from exc
         if os.geteuid() != 0:

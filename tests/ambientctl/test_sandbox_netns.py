@@ -196,6 +196,34 @@ def test_debug_commands_reach_a_sandbox_node(sandbox: Sandbox):
     assert bad.returncode == 2 and "no node 'node9'" in bad.stderr
 
 
+@pytest.mark.parametrize(("src", "dst"), [
+    pytest.param("mesh/client-2", "mesh/echo-3:8080", id="captured-to-captured"),
+    pytest.param("shop/client", "mesh/echo-3:8080", id="plain-to-captured"),
+    pytest.param("mesh/client-2", "shop/echo-1:8080", id="captured-to-plain"),
+])
+def test_why_live_from_the_nodes_ztunnel_agrees_with_the_folder(sandbox: Sandbox, src: str,
+                                                                 dst: str):
+    """`why` read from the real ztunnel (SRC's node, and --node node1) says what -f says."""
+    env = {**os.environ, "AMBIENT_SANDBOX_STATE": str(sandbox.state.path.parent),
+           "AMBIENT_SANDBOX": sandbox.name}
+    base = [sys.executable, "-m", "ambientctl", "why", src, dst, "-o", "json"]
+    runs = {}
+    for how, extra in (("folder", ["-f", str(sandbox.manifests)]), ("auto", []),
+                       ("node1", ["--node", "node1"])):
+        out = subprocess.run([*base, *extra], capture_output=True, text=True, env=env,
+                             timeout=60, check=False)
+        assert out.returncode == 0, (how, out.stderr)
+        runs[how] = json.loads(out.stdout)
+    assert runs["folder"]["state"].startswith(f"manifest folder {sandbox.manifests}")
+    assert runs["auto"]["state"].startswith(f"live: ztunnel on node {sandbox.node_of(src)} ")
+    assert runs["node1"]["state"].startswith("live: ztunnel on node node1 ")
+    keys = ("outcome", "reason", "policy", "transport", "enforced_at", "peer_identity", "path",
+            "source", "destination", "evaluation")
+    want = {k: runs["folder"][k] for k in keys}
+    assert {k: runs["auto"][k] for k in keys} == want
+    assert {k: runs["node1"][k] for k in keys} == want
+
+
 def test_up_twice_is_refused(sandbox: Sandbox, state_root: Path):
     """A second `up` of the same sandbox fails and says to run `down` first."""
     with pytest.raises(SandboxStateError, match="down"):

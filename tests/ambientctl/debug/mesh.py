@@ -1,4 +1,5 @@
-"""A small manifest folder for the debugging-command tests, plus extra manifests per case.
+"""A small manifest folder for the debugging-command tests, plus extra manifests per case, and a
+`Nodes` resolver standing in for the sandbox's (node-a at a loopback port, shop/client on it).
 
 Namespaces `shop` and `ops` are ambient, `legacy` is not. Pods carry what the node agent and the
 sandbox would write (pod IP, Ready, `ambient.istio.io/redirection: enabled` when captured).
@@ -8,6 +9,8 @@ shop/web-1 and web-2 back Service shop/web (VIP 10.96.0.10, port 80 -> named por
 from __future__ import annotations
 
 from pathlib import Path
+
+from ambientctl.debug.errors import DebugError
 
 NAMESPACES = """
 apiVersion: v1
@@ -80,3 +83,21 @@ def make_folder(root: Path, *extra: str) -> str:
     for i, text in enumerate(extra):
         (root / f"extra-{i}.yaml").write_text(text)
     return str(root)
+
+
+class Nodes:
+    """A `Resolver` for tests: node-a is the admin endpoint at 127.0.0.1:`port`; only pod
+    shop/client has a known node (node-a)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def admin_address(self, node: str) -> tuple[str, int]:
+        if node != "node-a":
+            raise DebugError(f"no node {node!r} in the sandbox (nodes: node-a)")
+        return "127.0.0.1", self.port
+
+    def node_of(self, pod: str) -> str:
+        if pod != "shop/client":
+            raise DebugError(f"pod {pod!r} is not in the sandbox")
+        return "node-a"

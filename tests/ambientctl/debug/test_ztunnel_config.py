@@ -16,7 +16,7 @@ from ambientctl.debug.admin_client import parse_address
 from ambientctl.debug.errors import DebugError
 from ambientctl.debug.state import load_folder
 from meshcore.admin import serve_admin
-from tests.ambientctl.debug.mesh import make_folder
+from tests.ambientctl.debug.mesh import Nodes, make_folder
 from tests.ambientctl.debug.test_why import ALLOW_CLIENT, pa
 from ztunnel.admin import AdminView, admin_routes
 
@@ -87,16 +87,6 @@ async def test_json_is_the_dump_section(tmp_path: Path) -> None:
         "shop/allow-client", "istio-system/istio_converted_static_strict"]
 
 
-class _Nodes:
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def admin_address(self, node: str) -> tuple[str, int]:
-        if node != "node-a":
-            raise DebugError(f"no node {node!r} in the sandbox (nodes: node-a)")
-        return "127.0.0.1", self.port
-
-
 @pytest.mark.trio
 async def test_node_resolution_and_unreachable_admin(tmp_path: Path) -> None:
     """--node goes through the resolver; a closed port names the node and the next step."""
@@ -105,13 +95,13 @@ async def test_node_resolution_and_unreachable_admin(tmp_path: Path) -> None:
         out = io.StringIO()
         code = await trio.to_thread.run_sync(functools.partial(
             main, ["ztunnel-config", "certificates", "--node", "node-a"], out=out,
-            resolver=_Nodes(port)))
+            resolver=Nodes(port)))
         nursery.cancel_scope.cancel()
     assert code == 0 and out.getvalue() == EXPECTED["certificates"] + "\n"
     err = io.StringIO()
     code = await trio.to_thread.run_sync(functools.partial(
         main, ["ztunnel-config", "workloads", "--node", "node-a"], err=err,
-        resolver=_Nodes(port)))  # the server is gone: nothing listens there now
+        resolver=Nodes(port)))  # the server is gone: nothing listens there now
     assert code == 2
     assert f"cannot reach ztunnel admin at 127.0.0.1:{port}" in err.getvalue()
     assert "is ztunnel running on node node-a? try `ambientctl sandbox status`" in err.getvalue()
