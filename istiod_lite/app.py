@@ -10,7 +10,9 @@ Called by `istiod_lite.__main__`. One asyncio program:
   deltas, debounced; reused message objects are not serialized again);
 - the same snapshot feeds the CA's node rule: a ztunnel may obtain an identity only if a
   non-terminal pod with that namespace and service account is scheduled on its node;
-- CA and xDS share one TLS gRPC port (15012), as in istiod.
+- CA and xDS share one TLS gRPC port (15012), as in istiod;
+- a source that writes route status (`RouteStatusSink`: the Kubernetes source) gets the
+  HTTPRoute statuses of each snapshot (`RouteStatusFeed`, after the xDS update).
 
 Invariant: a snapshot that fails to translate never reaches the server; the last good state keeps
 being served (translation reports per-object problems as status messages, it does not raise
@@ -31,11 +33,13 @@ from istiod_lite.ca.roots import load_or_create_root, load_root_files
 from istiod_lite.ca.server import RunningCa, serve_grpc
 from istiod_lite.ca.service import CertificateService
 from istiod_lite.config import ManifestFolderSource
-from istiod_lite.config.source import ConfigSnapshot, ConfigSource
+from istiod_lite.config.kube.route_status import RouteStatusFeed
+from istiod_lite.config.source import ConfigSnapshot, ConfigSource, RouteStatusSink
 from istiod_lite.errors import CaConfigError
 from istiod_lite.readiness import serve_readiness
 from istiod_lite.tokens import load_token_table
 from istiod_lite.translate import IncrementalTranslator, MeshConfig
+from istiod_lite.translate.route_status import route_statuses
 from istiod_lite.xds import XdsServer
 from meshcore.identity import SpiffeId
 from meshcore.model import ClusterModel
@@ -144,10 +148,14 @@ async def run(
         readiness = await serve_readiness(*config.ready_address, lambda: served_once)
     log.info("istiod-lite serving xDS and CA on %s:%d (trust domain %s)",
              config.host, grpc.port, config.mesh.trust_domain)
+    route_feed = RouteStatusFeed(source, route_statuses) \
+        if isinstance(source, RouteStatusSink) else None
     try:
         first = True
         async for snapshot in source.watch():
             apply_snapshot(running, snapshot, config.mesh)
+            if route_feed is not None:
+                route_feed(snapshot.model, config.mesh)
             if first:
                 first = False
                 served_once = True

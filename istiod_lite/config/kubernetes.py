@@ -20,6 +20,11 @@ How kopf is used (thin handlers, CONVENTIONS #11): the source owns its own
 * a login handler that hands kopf the credentials of the same client.
 Peering is off (standalone); the scope is cluster-wide unless `namespaces` is given.
 
+HTTPRoute status (`RouteStatusSink`): istiod_lite.app hands the translation's route statuses
+to `report_route_statuses` (any thread); they cross to the kopf loop, where `route_writer`
+writes `status.parents` on each route whose live object says otherwise, and checks a route
+again on each of its events.
+
 Invariants: handlers are coroutines on the kopf loop, so the cache has one writer (the kopf
 thread); snapshots cross to the caller's loop only through `call_soon_threadsafe`. No
 snapshot is published before the initial sync (a partial model would withdraw config from
@@ -30,6 +35,7 @@ the data plane); after it, every change to the model or the diagnostics publishe
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime
 import logging
 import threading
@@ -40,6 +46,7 @@ import kopf
 
 from istiod_lite.config.kube import cache, status
 from istiod_lite.config.kube.kinds import WATCHED, WatchedKind
+from istiod_lite.config.route_writer import RouteStatusWriter, route_key
 from istiod_lite.config.source import ConfigSnapshot, Diagnostic, log_new
 from meshcore.kube import KubeApiError, KubeClient, KubeLoginError
 
@@ -104,6 +111,8 @@ class KubernetesSource:
         self._evented: dict[cache.ObjKey, Diagnostic] = {}  # last problem we posted an Event for
         self._stats = {"events": 0, "snapshots": 0, "status_patches": 0, "k8s_events": 0,
                        "report_failures": 0}
+        self._kopf_loop: asyncio.AbstractEventLoop | None = None
+        self._route_writer = RouteStatusWriter(self.api, self._stats)  # kopf thread only
         self._register()
         logging.getLogger("kopf.objects").addFilter(_QUIET)  # idempotent: one shared filter
 
@@ -187,6 +196,7 @@ class KubernetesSource:
             raise self._fatal
 
     async def _operate(self) -> None:
+        self._kopf_loop = asyncio.get_running_loop()
         try:
             await kopf.operator(
                 registry=self.registry, settings=self.settings, standalone=True,
@@ -223,6 +233,8 @@ class KubernetesSource:
     def _indexer(self, watched: WatchedKind) -> Callable[..., Awaitable[None]]:
         async def index_object(body: Mapping[str, Any], **_: Any) -> None:
             self._apply(cache.upsert(self._cache, watched, body))
+            if watched.kind == "HTTPRoute":
+                self._route_writer.remember(body)
             return None  # kopf keeps nothing in its own index: our cache is the index
         return index_object
 
@@ -240,6 +252,12 @@ class KubernetesSource:
                 self._hand_over(snap)
             if type != "DELETED":
                 await self._report(watched, body)
+            if watched.kind == "HTTPRoute":
+                if type == "DELETED":
+                    self._route_writer.forget(body)
+                else:
+                    self._route_writer.remember(body)
+                    await self._route_writer.reconcile(route_key(body))
         return on_event
 
     # -- the single writer of the cache (kopf thread) and the hand-over to the caller --------
@@ -291,3 +309,25 @@ class KubernetesSource:
             self._evented.pop(key, None)
         elif event is not None:
             self._evented[key] = diag
+
+    # -- HTTPRoute status (Gateway API), written on the kopf loop ---------------------------------
+    def report_route_statuses(self, statuses: Mapping[tuple[str, str], Any]
+                              ) -> concurrent.futures.Future[int]:
+        """Make `statuses` (translate.routes.RouteStatus by (namespace, name)) the wanted route
+        status and write it where the routes say otherwise. Returns at once (thread-safe); the
+        future gives the number of routes patched (tests wait on it, istiod_lite.app does not).
+        """
+        loop = self._kopf_loop
+        if loop is not None and not loop.is_closed():
+            try:
+                return asyncio.run_coroutine_threadsafe(
+                    self._route_writer.set_desired(statuses), loop)
+            except RuntimeError:  # the kopf loop closed meanwhile: the source has stopped
+                pass
+        elif loop is None:
+            self._route_writer.desired = statuses  # kopf not started: its events will use them
+        done: concurrent.futures.Future[int] = concurrent.futures.Future()
+        done.set_result(0)
+        return done
+
+

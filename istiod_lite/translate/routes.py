@@ -20,6 +20,10 @@ a backendRef to a missing Service, a port the Service lacks, another kind, or an
 make the rule `invalid_reason` (500 at the proxy); each also yields a status message.
 Retries come from the rule's `retry` field (Gateway API, experimental) and fault injection from
 the route annotation `FAULT_ANNOTATION` (Gateway API has no fault filter).
+
+`route_statuses(model, mesh)` gives the Gateway API status verdict per route and parentRef
+(`RouteStatus`), for the Kubernetes source to write on the route (docs/kubernetes-source.md):
+only parents that are ours (Services; Gateways of class istio-waypoint) get one.
 """
 
 from __future__ import annotations
@@ -44,13 +48,13 @@ _DURATION_PART = re.compile(r"([0-9]{1,5})(h|ms|m|s)")
 _UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
 _PATH_TYPES = {"PathPrefix": pb.PathMatchType.PATH_PREFIX, "Exact": pb.PathMatchType.EXACT,
                "RegularExpression": pb.PathMatchType.REGULAR_EXPRESSION}
-_GATEWAY_GROUP = "gateway.networking.k8s.io"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
 # Istio's retry_on when an HTTPRoute sets `retry` (conversion keeps its default conditions).
 RETRY_ON = ("connect-failure", "refused-stream", "unavailable", "cancelled",
             "retriable-status-codes")
 
 
-class _Notes:
+class Notes:
     """Status messages for one route."""
 
     def __init__(self, route: HTTPRoute, out: list[StatusMessage]) -> None:
@@ -69,7 +73,7 @@ def parse_duration_ms(text: str) -> int | None:
     return sum(int(n) * _UNIT_MS[u] for n, u in _DURATION_PART.findall(text))
 
 
-def _duration(text: str, note: _Notes, field: str) -> pb.Duration | None:
+def _duration(text: str, note: Notes, field: str) -> pb.Duration | None:
     ms = parse_duration_ms(text)
     if ms is None:
         note("UnsupportedValue", f'invalid duration "{text}" (expected e.g. "10s", "500ms")',
@@ -92,7 +96,7 @@ def _match(m: HTTPRouteMatch) -> pb.RouteMatch:
 
 
 def _backend(ref: BackendRef | Mapping[str, Any], route: HTTPRoute, model: ClusterModel,
-             mesh: MeshConfig, note: _Notes, field: str) -> pb.Backend:
+             mesh: MeshConfig, note: Notes, field: str) -> pb.Backend:
     if isinstance(ref, BackendRef):
         kind, group, name, ns, port = ref.kind, ref.group, ref.name, ref.namespace, ref.port
         weight = ref.weight
@@ -163,7 +167,7 @@ def _header_modifier(cfg: Mapping[str, Any]) -> pb.HeaderModifier:
 
 
 def _filter(f: HTTPRouteFilter, route: HTTPRoute, model: ClusterModel, mesh: MeshConfig,
-            note: _Notes, where: str) -> pb.Filter | None:
+            note: Notes, where: str) -> pb.Filter | None:
     """One converted filter; None for a type we do not implement. Raises on malformed config
     (the model keeps filter configs unvalidated)."""
     cfg = f.config
@@ -198,7 +202,7 @@ def _filter(f: HTTPRouteFilter, route: HTTPRoute, model: ClusterModel, mesh: Mes
 
 
 def _filters(filters: tuple[HTTPRouteFilter, ...], route: HTTPRoute, model: ClusterModel,
-             mesh: MeshConfig, note: _Notes, field: str) -> tuple[list[pb.Filter], str]:
+             mesh: MeshConfig, note: Notes, field: str) -> tuple[list[pb.Filter], str]:
     """The converted filters and, for a filter we cannot apply, the reason the rule fails."""
     out: list[pb.Filter] = []
     invalid = ""
@@ -220,7 +224,7 @@ def _filters(filters: tuple[HTTPRouteFilter, ...], route: HTTPRoute, model: Clus
     return out, invalid
 
 
-def _retry(raw: Mapping[str, Any], note: _Notes, field: str) -> pb.RetryPolicy | None:
+def _retry(raw: Mapping[str, Any], note: Notes, field: str) -> pb.RetryPolicy | None:
     if not raw:
         return None
     try:
@@ -240,7 +244,7 @@ def _retry(raw: Mapping[str, Any], note: _Notes, field: str) -> pb.RetryPolicy |
     return out
 
 
-def _fault(route: HTTPRoute, note: _Notes) -> pb.Fault | None:
+def _fault(route: HTTPRoute, note: Notes) -> pb.Fault | None:
     text = route.annotations.get(FAULT_ANNOTATION)
     if text is None:
         return None
@@ -278,7 +282,7 @@ def _percent(d: Mapping[str, Any]) -> float:
 
 
 def convert_rule(rule: HTTPRouteRule, index: int, route: HTTPRoute, model: ClusterModel,
-                 mesh: MeshConfig, note: _Notes, fault: pb.Fault | None) -> pb.RouteRule:
+                 mesh: MeshConfig, note: Notes, fault: pb.Fault | None) -> pb.RouteRule:
     field = f"spec.rules[{index}]"
     out = pb.RouteRule(name=rule.name, matches=[_match(m) for m in rule.matches])
     out.filters, out.invalid_reason = _filters(rule.filters, route, model, mesh, note,
@@ -307,7 +311,7 @@ def convert_rule(rule: HTTPRouteRule, index: int, route: HTTPRoute, model: Clust
 
 
 def _route_parents(route: HTTPRoute, waypoints: Mapping[tuple[str, str], Waypoint],
-                   note: _Notes) -> list[tuple[int, tuple[str, str], int]]:
+                   note: Notes) -> list[tuple[int, tuple[str, str], int]]:
     parents = []
     for i, ref in enumerate(route.parent_refs):
         ns = ref.namespace or route.namespace
@@ -317,7 +321,7 @@ def _route_parents(route: HTTPRoute, waypoints: Mapping[tuple[str, str], Waypoin
                      "namespace) is not supported; ignored", f"spec.parentRefs[{i}]")
                 continue
             parents.append((pb.ParentKind.SERVICE, (ns, ref.name), ref.port or 0))
-        elif ref.kind == "Gateway" and ref.group == _GATEWAY_GROUP and (ns, ref.name) in waypoints:
+        elif ref.kind == "Gateway" and ref.group == GATEWAY_GROUP and (ns, ref.name) in waypoints:
             parents.append((pb.ParentKind.GATEWAY, (ns, ref.name), ref.port or 0))
     return parents
 
@@ -332,7 +336,7 @@ def translate_routes(model: ClusterModel, mesh: MeshConfig | None = None,
     by_gateway: dict[tuple[str, str], list[pb.HttpRoute]] = {}
     for route in model.sorted("HTTPRoute"):
         assert isinstance(route, HTTPRoute)
-        note = _Notes(route, statuses)
+        note = Notes(route, statuses)
         parents = _route_parents(route, waypoints, note)
         if not parents:
             continue

@@ -1,7 +1,8 @@
 """How the Kubernetes source reports an invalid object on the object itself (pure reconcilers).
 
 Called by `istiod_lite.config.kubernetes` after each cache update; it hands the results to
-`istiod_lite.kube.KubeApi`, the one module that writes to the API.
+`meshcore.kube.KubeClient`, the one Kubernetes API client. (HTTPRoute `status.parents` is
+`route_status`.)
 * Istio CRDs (`kinds.WatchedKind.conditions`: AuthorizationPolicy, PeerAuthentication): a
   `status.conditions` entry of type `Accepted` — `False`/`Invalid` with the diagnostic as
   message while the object is invalid, flipped to `True`/`Accepted` once it is fixed. Objects

@@ -42,7 +42,7 @@ async def cluster(kmock: Any, _namespaces_path_fix: None) -> Any:
     for w in WATCHED:
         kmock.resources[resource_key(w.plural)] = kmock.ResourceInfo(
             kind=w.kind, namespaced=w.namespaced, verbs={"list", "watch", "get", "patch"},
-            subresources={"status"} if w.conditions else set())
+            subresources={"status"} if w.conditions or w.kind == "HTTPRoute" else set())
     kmock.resources["v1/events"] = kmock.ResourceInfo(kind="Event", namespaced=True,
                                                        verbs={"create", "list"})
     return kmock

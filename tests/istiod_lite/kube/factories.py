@@ -51,3 +51,39 @@ def authorization_policy(ns: str, name: str, action: str = "DENY",
                          "generation": generation},
             "spec": {"action": action,
                      "rules": [{"from": [{"source": {"namespaces": ["other"]}}]}]}}
+
+
+def service_parent(name: str, **extra: Any) -> dict[str, Any]:
+    """A GAMMA parentRef (a Service), as the API server stores it (group/kind filled in)."""
+    return {"group": "", "kind": "Service", "name": name, **extra}
+
+
+def gateway_parent(name: str, **extra: Any) -> dict[str, Any]:
+    return {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": name, **extra}
+
+
+def http_route(ns: str, name: str, parents: list[dict[str, Any]], backends: list[str],
+               *, generation: int = 1, status: dict[str, Any] | None = None,
+               resource_version: str = "") -> dict[str, Any]:
+    """An HTTPRoute with one rule sending to `backends` (Services, port 80)."""
+    meta: dict[str, Any] = {"name": name, "namespace": ns, "uid": f"uid-hr-{ns}-{name}",
+                            "generation": generation}
+    if resource_version:
+        meta["resourceVersion"] = resource_version
+    obj: dict[str, Any] = {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": meta,
+        "spec": {"parentRefs": parents,
+                 "rules": [{"backendRefs": [{"group": "", "kind": "Service", "name": b,
+                                             "port": 80, "weight": 1} for b in backends]}]}}
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+def waypoint_gateway(ns: str, name: str, gateway_class: str = "istio-waypoint"
+                     ) -> dict[str, Any]:
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": name, "namespace": ns, "uid": f"uid-gw-{ns}-{name}",
+                         "generation": 1},
+            "spec": {"gatewayClassName": gateway_class,
+                     "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}}
