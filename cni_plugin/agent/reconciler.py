@@ -98,6 +98,7 @@ class Reconciler:
         self._locks: dict[PodKey, trio.Lock] = {}
         self._announced: dict[PodKey, PodRecord] = {}  # CNI ADD before the model had the pod
         self._released: dict[PodKey, str] = {}  # netns the runtime DELeted: never rediscover
+        self._kept: dict[PodKey, str] = {}  # served pods with no netns found: uid sent as Keep
         self._acks: list[Mapping[str, zds_codec.Ack]] = []
         self._started_seq = 0
         self._seq = 0
@@ -178,6 +179,7 @@ class Reconciler:
             if key not in self.stats.unserved:
                 log.warning("pod %s/%s should be enrolled but %s", *key, why)
         self.stats.unserved = unserved
+        await self._keep_served_unfound(model, unserved)
         async with trio.open_nursery() as nursery:
             for action in plan.changes():
                 nursery.start_soon(self._act_logged, action.key)
@@ -203,6 +205,32 @@ class Reconciler:
     async def _sync_host_probe(self) -> None:
         if self.host_probe is not None:
             await self.host_probe.sync(self.enrolled_ips)
+
+    async def _keep_served_unfound(self, model: ClusterModel, unserved: frozenset[PodKey]
+                                   ) -> None:
+        """Pods that should be enrolled, whose annotation says ztunnel served them (before an
+        agent restart) but whose netns the finder cannot locate: name them in ztunnel's snapshot
+        with KeepWorkload (Istio's agent does the same), so ztunnel does not drop a pod that is
+        still running. Found later: its AddWorkload replaces the Keep. Gone, unlabelled or
+        moved while kept: ztunnel gets DelWorkload."""
+        if self.zds is None:
+            return
+        for key in sorted(unserved - self._kept.keys()):
+            pod = model.get("Pod", *key)
+            if isinstance(pod, Pod) and pod.annotations.get(REDIRECTION_ANNOTATION) == E.ENABLED:
+                uid = E.workload_uid(pod, "", key)
+                self._kept[key] = uid
+                await self.zds.keep_workload(uid)
+                log.warning("pod %s/%s was served by ztunnel but its network namespace is not "
+                            "found: ztunnel is asked to keep serving it (KeepWorkload)", *key)
+        for key, uid in list(self._kept.items()):
+            if key in self._records:  # found again: its AddWorkload replaces the Keep
+                del self._kept[key]
+            elif key not in unserved:
+                del self._kept[key]
+                await self.zds.del_workload(uid)
+                log.info("pod %s/%s (kept without a netns) is no longer to be served; ztunnel "
+                         "told to drop it", *key)
 
     async def _act_logged(self, key: PodKey) -> None:
         try:

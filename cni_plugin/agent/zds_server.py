@@ -2,7 +2,8 @@
 
 ztunnel connects to a unix SOCK_SEQPACKET socket (default `/var/run/ztunnel/ztunnel.sock`) and
 sends `ZdsHello`; the agent answers with its snapshot (one `AddWorkload` + netns fd per known pod,
-waiting for each ack), then `SnapshotSent`. Afterwards `add_workload` goes to the newest connection
+then one `KeepWorkload` per pod it serves but cannot find the netns of, waiting for each ack),
+then `SnapshotSent`. Afterwards `add_workload` goes to the newest connection
 and `del_workload` to all of them, one outstanding request per connection (acks correlate purely by
 order). AMBIENT-INTERNALS §5.5.
 
@@ -80,14 +81,15 @@ class ZdsServer:
     def __init__(self, on_snapshot: Callable[[Mapping[str, codec.Ack]], None] | None = None,
                  ) -> None:
         self._pods: dict[str, tuple[codec.AddWorkload, int]] = {}
+        self._kept: set[str] = set()  # served pods whose netns the agent cannot find (Keep)
         self._connections: list[_Connection] = []
         self._snapshot_lock = trio.Lock()
         self._on_snapshot = on_snapshot
 
     @property
     def known_uids(self) -> frozenset[str]:
-        """Pods the next snapshot would carry."""
-        return frozenset(self._pods)
+        """Pods the next snapshot would carry (AddWorkload or KeepWorkload)."""
+        return frozenset(self._pods) | frozenset(self._kept)
 
     @property
     def connected(self) -> int:
@@ -96,6 +98,7 @@ class ZdsServer:
     async def add_workload(self, add: codec.AddWorkload, netns_fd: int) -> codec.Ack:
         """Remember the pod (dup of `netns_fd`) and send it to the newest ztunnel."""
         async with self._snapshot_lock:
+            self._kept.discard(add.uid)
             old = self._pods.pop(add.uid, None)
             if old is not None:
                 os.close(old[1])
@@ -111,9 +114,18 @@ class ZdsServer:
         finally:
             os.close(fd)
 
+    async def keep_workload(self, uid: str) -> None:
+        """Name the pod in every future snapshot with `KeepWorkload` (no netns fd): ztunnel keeps
+        serving it although this agent lost track of its netns (after a restart). Nothing is
+        sent now: Keep is valid in snapshots only; an `add_workload` later replaces it."""
+        async with self._snapshot_lock:
+            if uid not in self._pods:
+                self._kept.add(uid)
+
     async def del_workload(self, uid: str) -> None:
         """Forget the pod and tell every connected ztunnel (best effort)."""
         async with self._snapshot_lock:
+            self._kept.discard(uid)
             old = self._pods.pop(uid, None)
             if old is not None:
                 os.close(old[1])
@@ -133,6 +145,8 @@ class ZdsServer:
             async with self._snapshot_lock:
                 for add, fd in list(self._pods.values()):
                     acks[add.uid] = await self._snapshot_step(conn, add, [fd])
+                for uid in sorted(self._kept):
+                    acks[uid] = await self._snapshot_step(conn, codec.KeepWorkload(uid), [])
                 await self._snapshot_step(conn, codec.SnapshotSent(), [])
                 self._connections.append(conn)
             log.info("ZDS snapshot of %d pod(s) sent to ztunnel", len(acks))

@@ -405,3 +405,51 @@ async def test_kubelet_probe_snat_follows_enrollment(cluster: Cluster, options: 
     assert "elements" not in probe_set()
     await agent.stop()
     zt.close()
+
+
+async def test_served_pod_whose_netns_is_lost_is_kept_then_re_added(
+        cluster: Cluster, options: AgentOptions, nursery: trio.Nursery) -> None:
+    """After a restart, a pod ztunnel served (annotation enabled) whose netns the agent cannot
+    find is named with KeepWorkload, so ztunnel keeps it; once found it is re-added; deleted
+    while kept, ztunnel is told to drop it."""
+    assert options.zds_socket is not None
+    cluster.write_namespace("ambient")
+    agent = await _start(nursery, options)
+    zt = await ScriptedZtunnel.connect(options.zds_socket)
+    assert set(await zt.receive_snapshot()) == {"uid-a", "uid-b"}
+    await agent.reconciler.wait_synced()
+    await agent.stop()
+    assert await zt.wait_closed()
+    zt.close()
+
+    lost = str(cluster.root / "no-such-netns")
+    write_pod_status(cluster.root, "shop", "a", annotations={NETNS_ANNOTATION: lost})
+    agent = await _start(nursery, options)
+    zt = await ScriptedZtunnel.connect(options.zds_socket)
+    assert await zt.receive_snapshot() == {"uid-b": cluster.inode("b")}
+    assert zt.kept == ["uid-a"]
+    assert cluster.annotation("a") == "enabled"  # still served, nothing rewritten
+
+    write_pod_status(cluster.root, "shop", "a",
+                     annotations={NETNS_ANNOTATION: cluster.pods["a"].pod_path})
+    message, inode = await zt.expect()
+    assert isinstance(message, codec.AddWorkload) and message.uid == "uid-a"
+    assert inode == cluster.inode("a")
+    await zt.ack()
+    await agent.reconciler.wait_synced()
+    await agent.stop()
+    assert await zt.wait_closed()
+    zt.close()
+
+    write_pod_status(cluster.root, "shop", "a", annotations={NETNS_ANNOTATION: lost})
+    agent = await _start(nursery, options)
+    zt = await ScriptedZtunnel.connect(options.zds_socket)
+    await zt.receive_snapshot()
+    assert zt.kept == ["uid-a"]
+    cluster.write_pods(only=("b",))  # pod a deleted while kept
+    message, _ = await zt.expect()
+    assert message == codec.DelWorkload("uid-a")
+    await zt.ack()
+    await agent.reconciler.wait_synced()
+    await agent.stop()
+    zt.close()

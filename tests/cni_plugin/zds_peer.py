@@ -24,6 +24,7 @@ class ScriptedZtunnel:
     def __init__(self, sock: trio.socket.SocketType) -> None:
         self.sock = sock
         self.session = ZdsSession(Role.ZTUNNEL)
+        self.kept: list[str] = []  # uids named by KeepWorkload in the last snapshot
 
     @classmethod
     async def connect(cls, path: str) -> ScriptedZtunnel:
@@ -56,13 +57,18 @@ class ScriptedZtunnel:
         await send_datagram_async(self.sock, self.session.send(codec.Ack(error)))
 
     async def receive_snapshot(self) -> dict[str, int | None]:
-        """uid → netns inode for every AddWorkload of the snapshot (each acked)."""
+        """uid → netns inode for every AddWorkload of the snapshot (each acked); the uids of
+        KeepWorkloads go to `kept`."""
         pods: dict[str, int | None] = {}
+        self.kept = []
         while True:
             message, inode = await self.expect()
             await self.ack()
             if isinstance(message, codec.SnapshotSent):
                 return pods
+            if isinstance(message, codec.KeepWorkload):
+                self.kept.append(message.uid)
+                continue
             assert isinstance(message, codec.AddWorkload), message
             pods[message.uid] = inode
 
