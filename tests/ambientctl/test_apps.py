@@ -74,3 +74,34 @@ def test_client_tool_get_prints_the_body(app: int):
                          capture_output=True, text=True, timeout=30, check=True)
     doc = json.loads(out.stdout)
     assert doc["path"] == "/hello" and doc["headers"]["X-A"] == "b"
+
+
+@pytest.mark.parametrize("app", ["http-echo"], indirect=True)
+def test_http_echo_event_stream_holds_the_rest_until_released(app: int):
+    """/events sends event 1 at once in chunked encoding and the others only after /release
+    with the same key; the stream then ends with the last chunk."""
+    import h11
+
+    conn = h11.Connection(h11.CLIENT)
+    got: list[bytes] = []
+    with socket.create_connection(("127.0.0.1", app), timeout=10) as s:
+        s.sendall(conn.send(h11.Request(method="GET", target="/events?key=k7&count=3",
+                                        headers=[("host", "h")]))
+                  + conn.send(h11.EndOfMessage()))
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(s.recv(65536))
+            elif isinstance(event, h11.Response):
+                assert (event.status_code, dict(event.headers)[b"transfer-encoding"]) == (
+                    200, b"chunked")
+            elif isinstance(event, h11.Data):
+                got.append(bytes(event.data))
+                if len(got) == 1:
+                    with socket.create_connection(("127.0.0.1", app), timeout=5) as r:
+                        r.sendall(b"GET /release?key=k7 HTTP/1.0\r\n\r\n")
+                        assert r.recv(100).startswith(b"HTTP/1.0 200")
+            elif isinstance(event, h11.EndOfMessage):
+                break
+    events = [json.loads(g.removeprefix(b"data: ")) for g in got]
+    assert [e["event"] for e in events] == [1, 2, 3] and events[0]["pod"] == "test/app"
