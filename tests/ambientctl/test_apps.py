@@ -100,7 +100,7 @@ def test_http_echo_event_stream_holds_the_rest_until_released(app: int):
                 if len(got) == 1:
                     with socket.create_connection(("127.0.0.1", app), timeout=5) as r:
                         r.sendall(b"GET /release?key=k7 HTTP/1.0\r\n\r\n")
-                        assert r.recv(100).startswith(b"HTTP/1.0 200")
+                        assert r.recv(100).startswith(b"HTTP/1.1 200")
             elif isinstance(event, h11.EndOfMessage):
                 break
     events = [json.loads(g.removeprefix(b"data: ")) for g in got]
