@@ -131,8 +131,11 @@ async def test_meter_shows_bytes_while_the_relay_runs(kind: str) -> None:
             a, b = (proxy_side, near) if kind == "splice-socket-first" else (near, proxy_side)
         app_is_a = a is proxy_side
 
+        finished = trio.Event()
+
         async def run() -> None:
             results.append(await relay(a, b, meter=meter))
+            finished.set()
 
         nursery.start_soon(run)
         up, down = os.urandom(300_000), os.urandom(5_000)
@@ -148,7 +151,6 @@ async def test_meter_shows_bytes_while_the_relay_runs(kind: str) -> None:
         await app.send_eof()
         await far.send_eof()
         assert await _read_all(app) == b""
-        while not results:
-            await trio.sleep(0.01)
+        await finished.wait()
         nursery.cancel_scope.cancel()
     assert (results[0].a_to_b, results[0].b_to_a) == live
