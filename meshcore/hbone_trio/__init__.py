@@ -15,8 +15,9 @@ from meshcore.hbone_trio.client import (
 )
 from meshcore.hbone_trio.connection import HboneTrioConnection, KeepaliveConfig
 from meshcore.hbone_trio.errors import ConnectionLostError, HboneTrioError, StreamResetError
+from meshcore.hbone_trio.meter import RelayMeter
 from meshcore.hbone_trio.pool import HboneClient, PoolKey, PoolStatistics, open_hbone_client
-from meshcore.hbone_trio.relay import RelayMeter, RelayResult, relay
+from meshcore.hbone_trio.relay import RelayResult, relay
 from meshcore.hbone_trio.server import (
     ConnectOutcome,
     ConnectRequest,

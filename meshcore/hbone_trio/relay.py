@@ -25,11 +25,11 @@ from __future__ import annotations
 import dataclasses
 import errno
 import math
-from collections.abc import Callable
 
 import trio
 
-from meshcore.hbone_trio.splice import SpliceMeter, can_splice, splice
+from meshcore.hbone_trio.meter import RelayMeter
+from meshcore.hbone_trio.splice import can_splice, splice
 from meshcore.hbone_trio.tunnel import TunnelStream
 
 BUFFER_SIZE = 256 * 1024
@@ -43,21 +43,6 @@ class RelayResult:
     b_to_a: int
     idle_timed_out: bool = False
     error: str | None = None  # the first error seen, if the relay did not end cleanly
-
-
-class RelayMeter:
-    """Live byte counts of one relay, readable while it runs (for metrics at scrape time).
-
-    `totals()` is (a_to_b, b_to_a) so far, (0, 0) before the relay starts; it reads the copy
-    loops' own counters, so metering costs the data path nothing."""
-
-    __slots__ = ("_read",)
-
-    def __init__(self) -> None:
-        self._read: Callable[[], tuple[int, int]] = lambda: (0, 0)
-
-    def totals(self) -> tuple[int, int]:
-        return self._read()
 
 
 class _Direction:
@@ -92,7 +77,7 @@ async def relay(
                               meter=meter)
     ab, ba = _Direction(), _Direction()
     if meter is not None:
-        meter._read = lambda: (ab.nbytes, ba.nbytes)
+        meter.attach(lambda: (ab.nbytes, ba.nbytes))
     state = _Shared()
     try:
         async with trio.open_nursery() as nursery:
@@ -140,13 +125,13 @@ async def _spliced(
     tunnel_first = isinstance(a, TunnelStream)
     tunnel, stream = (a, b) if tunnel_first else (b, a)
     assert isinstance(tunnel, TunnelStream) and isinstance(stream, trio.SocketStream)
-    live = SpliceMeter()
+    live = RelayMeter()
     if meter is not None:
         def totals() -> tuple[int, int]:
             to_socket, to_tunnel = live.totals()
             return (to_socket, to_tunnel) if tunnel_first else (to_tunnel, to_socket)
 
-        meter._read = totals
+        meter.attach(totals)
     result = None
     try:
         result = await splice(tunnel, stream, idle_timeout=idle_timeout, buffer_size=buffer_size,

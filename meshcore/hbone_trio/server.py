@@ -29,7 +29,8 @@ from meshcore import hbone, tlsconfig
 from meshcore.hbone import HboneSettings, Role
 from meshcore.hbone_trio.client import Address
 from meshcore.hbone_trio.connection import HboneTrioConnection, KeepaliveConfig
-from meshcore.hbone_trio.relay import RelayMeter, RelayResult, relay
+from meshcore.hbone_trio.meter import RelayMeter
+from meshcore.hbone_trio.relay import RelayResult, relay
 from meshcore.hbone_trio.tls_stream import TlsHandshakeError, TlsStream
 from meshcore.hbone_trio.tunnel import TunnelStream
 from meshcore.identity import SpiffeId

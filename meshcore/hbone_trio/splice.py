@@ -32,10 +32,10 @@ import dataclasses
 import errno
 import math
 import socket
-from collections.abc import Callable
 
 import trio
 
+from meshcore.hbone_trio.meter import RelayMeter
 from meshcore.hbone_trio.rawsock import SHORT_READ, raw_socket
 from meshcore.hbone_trio.tunnel import DirectSink, TunnelStream
 
@@ -49,18 +49,6 @@ class SpliceResult:
     to_socket: int
     idle_timed_out: bool
     error: BaseException | None
-
-
-class SpliceMeter:
-    """Live (to_socket, to_tunnel) byte counts of a running splice (see `relay.RelayMeter`)."""
-
-    __slots__ = ("_read",)
-
-    def __init__(self) -> None:
-        self._read: Callable[[], tuple[int, int]] = lambda: (0, 0)
-
-    def totals(self) -> tuple[int, int]:
-        return self._read()
 
 
 class _Progress:
@@ -86,7 +74,7 @@ async def splice(
     *,
     idle_timeout: float | None,
     buffer_size: int,
-    meter: SpliceMeter | None = None,
+    meter: RelayMeter | None = None,
 ) -> SpliceResult:
     """Copy both ways until both directions end (or one fails, or idle); does not close."""
     sock = raw_socket(stream)
@@ -94,7 +82,7 @@ async def splice(
     sink = DirectSink(sock)
     up, down = _Progress(), _Progress()  # up: socket -> tunnel; down: tunnel -> socket
     if meter is not None:
-        meter._read = lambda: (down.nbytes + sink.nbytes, up.nbytes)
+        meter.attach(lambda: (down.nbytes + sink.nbytes, up.nbytes))
     idle = False
     tunnel._direct = sink
     try:

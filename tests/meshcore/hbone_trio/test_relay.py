@@ -9,7 +9,8 @@ import trio
 import trio.testing
 
 from meshcore.hbone_trio.errors import StreamResetError
-from meshcore.hbone_trio.relay import RelayMeter, RelayResult, relay
+from meshcore.hbone_trio.meter import RelayMeter
+from meshcore.hbone_trio.relay import RelayResult, relay
 from tests.meshcore.hbone_trio.pair import connection_pair, tunnel_pair
 
 pytestmark = pytest.mark.trio
