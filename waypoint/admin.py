@@ -3,7 +3,8 @@
 Called by `waypoint.app` with callables returning current immutable state. `/config_dump`
 has `waypoint` (ns/name, identity), `services`, `workloads`, `routes` (RouteTable names and
 their routes), `l7_policies`, `certificate`, `xds` and `upstreams` (in-flight counts, ejected
-hosts, HBONE pool); `/healthz/ready` is 200 once xDS synced and the certificate is there.
+hosts, HBONE pool, HTTP connection pool `http_pool`); `/healthz/ready` is 200 once xDS
+synced and the certificate is there.
 """
 
 from __future__ import annotations

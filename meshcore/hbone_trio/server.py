@@ -10,7 +10,9 @@ TLS 1.3 + h2 + AES-GCM checked, client SPIFFE ID must be in our trust domain), t
 `HboneTrioConnection`. Per stream (AMBIENT-INTERNALS §2.4): a non-CONNECT method or an
 authority that is not `host:port` gets 400; otherwise `handle_connect` runs and its status is
 sent: 401 (denied), 503 (cannot reach), or 200 *after* the upstream is connected, followed by
-`relay()`. A handler exception answers 503 and is logged.
+`relay()`; or, for a handler that speaks the tunnel's protocol itself (the waypoint parses the
+HTTP inside), 200 and then `terminate(tunnel)` in the stream's own task: no relay, no pipe, no
+extra task hop. A handler exception answers 503 and is logged.
 
 Fault isolation: a failed handshake, garbage bytes, or malformed HTTP/2 ends that connection
 only; one stream's failure resets that stream only. Nothing from a peer can crash the server.
@@ -69,10 +71,14 @@ class ConnectOutcome:
     idle_timeout: float | None = None
     on_done: Callable[[RelayResult], None] | None = None
     meter: RelayMeter | None = None  # live bytes of the relay (tunnel -> upstream is a_to_b)
+    # 200 without an upstream: this serves the tunnel itself (then the tunnel is closed).
+    terminate: Callable[[TunnelStream], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
-        if (self.status == 200) != (self.upstream is not None):
-            raise ValueError("status 200 needs an upstream stream, and only 200 may carry one")
+        takes = (self.upstream is not None) + (self.terminate is not None)
+        if (self.status == 200) != (takes == 1) or takes > 1:
+            raise ValueError("status 200 needs exactly one of an upstream stream or a "
+                             "terminate handler, and only 200 may carry one")
 
     @classmethod
     def accept(
@@ -86,6 +92,12 @@ class ConnectOutcome:
     ) -> ConnectOutcome:
         return cls(200, upstream, tuple(headers), idle_timeout=idle_timeout, on_done=on_done,
                    meter=meter)
+
+    @classmethod
+    def serve_here(cls, terminate: Callable[[TunnelStream], Awaitable[None]],
+                   headers: Sequence[tuple[str, str]] = ()) -> ConnectOutcome:
+        """200, then `terminate(tunnel)` speaks the tunnel's protocol in place of a relay."""
+        return cls(200, headers=tuple(headers), terminate=terminate)
 
     @classmethod
     def deny(cls, reason: str = "") -> ConnectOutcome:
@@ -247,6 +259,11 @@ async def _serve_stream(
             outcome = ConnectOutcome.unreachable("handler error")
         if outcome.status != 200:
             await _refuse(tunnel, outcome.status, outcome.headers)
+            return
+        if outcome.terminate is not None:
+            await tunnel.respond(200, outcome.headers)
+            await outcome.terminate(tunnel)
+            await tunnel.aclose()  # ends our side cleanly; reset below is then a no-op
             return
         upstream = outcome.upstream
         assert upstream is not None

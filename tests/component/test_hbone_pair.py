@@ -21,6 +21,7 @@ from meshcore.hbone_trio import (
     HboneHandshakeError,
     HboneStatusError,
     RelayResult,
+    TunnelStream,
     open_hbone_client,
     serve_hbone,
 )
@@ -394,3 +395,43 @@ async def test_server_presents_the_certificate_of_the_dialed_address() -> None:
                 assert await _roundtrip(tunnel, b"hi") == b"hi"
         assert [host for host, _ in seen] == ["127.0.0.1", "127.0.0.2"]
         nursery.cancel_scope.cancel()
+
+
+async def test_serve_here_hands_the_tunnel_itself_to_the_handler() -> None:
+    """`ConnectOutcome.serve_here`: 200, then the handler speaks on the tunnel (no upstream,
+    no relay); the tunnel closes cleanly when it returns."""
+
+    async def handle_connect(request: ConnectRequest) -> ConnectOutcome:
+        async def shout(tunnel: TunnelStream) -> None:
+            while data := await tunnel.receive_some():
+                await tunnel.send_all(bytes(data).upper())
+
+        return ConnectOutcome.serve_here(shout, [("x-served", "here")])
+
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        await nursery.start(serve_hbone, listeners, lambda local: SERVER, handle_connect)
+        addr = ("127.0.0.1", listeners[0].socket.getsockname()[1])
+        async with open_hbone_client() as client:
+            tunnel = await client.connect(addr, "10.0.0.1:80", CLIENT, [SERVER.identity])
+            assert tunnel.response is not None
+            assert ("x-served", "here") in tunnel.response.headers
+            assert await _roundtrip(tunnel, b"hello tunnel") == b"HELLO TUNNEL"
+            await tunnel.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_200_outcome_carries_exactly_one_way_to_serve_it() -> None:
+    """200 needs an upstream or a terminate handler, not both and not neither."""
+
+    async def serve(tunnel: TunnelStream) -> None:
+        pass
+
+    upstream = trio.testing.memory_stream_pair()[0]
+    with pytest.raises(ValueError, match="exactly one"):
+        ConnectOutcome(200)
+    with pytest.raises(ValueError, match="exactly one"):
+        ConnectOutcome(200, upstream, terminate=serve)
+    with pytest.raises(ValueError, match="exactly one"):
+        ConnectOutcome(401, terminate=serve)
+    assert ConnectOutcome.serve_here(serve).status == 200

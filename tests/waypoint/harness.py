@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import ipaddress
 import json
 import random
@@ -25,6 +26,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 import h11
 import trio
 
@@ -35,6 +37,7 @@ from meshcore.wds import ResourceUpdate
 from meshcore.xds.types import TYPE_ADDRESS
 from tests.meshcore.hbone_trio import certs
 from tests.waypoint import clients
+from waypoint.http import Limits
 from waypoint.proxy.handler import Observers
 from waypoint.proxy.server import serve_waypoint
 from waypoint.proxy.upstream import UpstreamConfig
@@ -65,6 +68,19 @@ class Pod:
     hits: list[dict[str, object]] = dataclasses.field(default_factory=list)
     fail_first: int = 0  # answer 503 to this many requests first
     hit: trio.Event = dataclasses.field(default_factory=trio.Event)  # set by the first request
+    connections: int = 0  # app connections accepted (one per upstream tunnel)
+    # HTTP/1.1 app: "" keep-alive; "header": answer `connection: close`; "after": close the
+    # socket after each response (an idle timeout of 0); "drop-second": the second request
+    # of a connection gets the connection closed instead of an answer.
+    h1_close: str = ""
+    h2_max_streams: int = 0  # HTTP/2 app: MAX_CONCURRENT_STREAMS (0: h2's default)
+    h2_hold: int = 0  # HTTP/2 app: hold every answer until this many requests arrived in all
+    received: int = 0  # HTTP/2 app: requests received (all connections)
+    released: trio.Event = dataclasses.field(default_factory=trio.Event)  # h2_hold reached
+    max_open: int = 0  # HTTP/2 app: most streams seen open at once on one connection
+    h2_goaway_after: int = 0  # HTTP/2 app: GOAWAY (NO_ERROR) after answering this many
+    # "sse" / "h2stream" apps: send the first event/message, wait for `proceed`, send the last.
+    proceed: trio.Event = dataclasses.field(default_factory=trio.Event)
 
 
 Response = tuple[int, dict[str, str], bytes]
@@ -75,6 +91,8 @@ def app_response(pod: Pod, method: str, path: str, headers: dict[str, str],
     """What a backend pod answers: JSON echo; /status/<n> answers n; fail_first 503s."""
     pod.hits.append({"method": method, "path": path, "headers": headers, "body": body})
     pod.hit.set()
+    if path == "/sha256":  # large uploads: answer the digest instead of echoing
+        return 200, [("content-type", "text/plain")], hashlib.sha256(body).hexdigest().encode()
     if pod.fail_first > 0:
         pod.fail_first -= 1
         return 503, [("content-type", "text/plain")], b"flaky\n"
@@ -88,9 +106,11 @@ def app_response(pod: Pod, method: str, path: str, headers: dict[str, str],
 
 async def serve_h1_app(pod: Pod, stream: trio.SocketStream) -> None:
     conn = h11.Connection(h11.SERVER)
+    pod.connections += 1
+    served = 0
     with contextlib.suppress(trio.BrokenResourceError, h11.RemoteProtocolError):
         while True:
-            head, body = None, b""
+            head, body = None, bytearray()
             while True:
                 ev = conn.next_event()
                 if ev is h11.NEED_DATA:
@@ -107,12 +127,22 @@ async def serve_h1_app(pod: Pod, stream: trio.SocketStream) -> None:
                     break
             if head is None:
                 return
+            served += 1
+            if pod.h1_close == "drop-second" and served == 2:
+                pod.hits.append({"dropped": head.target.decode()})
+                await stream.aclose()
+                return
             hs = {n.decode(): v.decode() for n, v in head.headers}
             status, rh, rb = app_response(pod, head.method.decode(), head.target.decode(), hs,
-                                          body)
+                                          bytes(body))
+            if pod.h1_close == "header":
+                rh.append(("connection", "close"))
             await stream.send_all(conn.send(h11.Response(
                 status_code=status, headers=[*rh, ("content-length", str(len(rb)))])))
             await stream.send_all(conn.send(h11.Data(data=rb)) + conn.send(h11.EndOfMessage()))
+            if pod.h1_close == "after":
+                await stream.aclose()
+                return
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
@@ -122,30 +152,139 @@ async def serve_h2_app(pod: Pod, stream: trio.SocketStream) -> None:
     """A gRPC-ish HTTP/2 server: echoes the body, ends with trailers grpc-status 0."""
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
                                                                 header_encoding="utf-8"))
+    if pod.h2_max_streams:
+        conn.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: pod.h2_max_streams})
     conn.initiate_connection()
+    pod.connections += 1
     await stream.send_all(conn.data_to_send())
     heads: dict[int, dict[str, str]] = {}
-    bodies: dict[int, bytes] = {}
+    bodies: dict[int, bytearray] = {}
+    ready: list[int] = []
+    lock = trio.Lock()
+
+    answered = 0
+    gone = trio.Event()  # GOAWAY sent: stop reading (h2 refuses frames after it)
+
+    async def answer() -> None:
+        nonlocal answered
+        async with lock:
+            answered += len(ready)
+            for sid in ready:
+                hs = heads.pop(sid)
+                body = bytes(bodies.pop(sid))
+                pod.hits.append({"method": hs[":method"], "path": hs[":path"],
+                                 "headers": hs, "body": body})
+                conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc"),
+                                        ("x-pod", pod.name)])
+                conn.send_data(sid, body)
+                conn.send_headers(sid, [("grpc-status", "0"), ("grpc-message", "ok")],
+                                  end_stream=True)
+            ready.clear()
+            await stream.send_all(conn.data_to_send())
+            if pod.h2_goaway_after and answered >= pod.h2_goaway_after:
+                conn.close_connection()  # graceful GOAWAY, then this connection ends
+                await stream.send_all(conn.data_to_send())
+                gone.set()
+
+    async def answer_when_released() -> None:
+        await pod.released.wait()
+        await answer()
+
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError,
+                             h2.exceptions.ProtocolError):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(answer_when_released)
+            while not gone.is_set() and (data := await stream.receive_some(65536)):
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        heads[ev.stream_id] = dict(ev.headers)  # type: ignore[arg-type]
+                        bodies[ev.stream_id] = bytearray()
+                        pod.max_open = max(pod.max_open, conn.open_inbound_streams)
+                    elif isinstance(ev, h2.events.DataReceived):
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                        bodies[ev.stream_id] += ev.data
+                    elif isinstance(ev, h2.events.StreamEnded):
+                        ready.append(ev.stream_id)
+                        pod.received += 1
+                if pod.received >= pod.h2_hold:
+                    pod.released.set()
+                if pod.released.is_set():
+                    await answer()
+                else:
+                    async with lock:
+                        await stream.send_all(conn.data_to_send())
+            nursery.cancel_scope.cancel()
+
+
+async def serve_sse_app(pod: Pod, stream: trio.SocketStream) -> None:
+    """Server-sent events over HTTP/1.1: `data: 1`, then (after `pod.proceed`) `data: 2`,
+    chunked, then the end."""
+    conn = h11.Connection(h11.SERVER)
+    pod.connections += 1
+    with contextlib.suppress(trio.BrokenResourceError, h11.RemoteProtocolError):
+        while not isinstance(ev := conn.next_event(), h11.EndOfMessage):
+            if ev is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+        pod.hits.append({"sse": True})
+        await stream.send_all(conn.send(h11.Response(status_code=200, headers=[
+            ("content-type", "text/event-stream"), ("transfer-encoding", "chunked")])))
+        await stream.send_all(conn.send(h11.Data(data=b"data: 1\n\n")))
+        await pod.proceed.wait()
+        await stream.send_all(conn.send(h11.Data(data=b"data: 2\n\n"))
+                              + conn.send(h11.EndOfMessage()))
+
+
+async def serve_h2_stream_app(pod: Pod, stream: trio.SocketStream) -> None:
+    """gRPC-style server streaming over HTTP/2 (one call): message 1, then (after
+    `pod.proceed`) message 2 and trailers grpc-status 0."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
+                                                                header_encoding="utf-8"))
+    conn.initiate_connection()
+    pod.connections += 1
+    await stream.send_all(conn.data_to_send())
+    with contextlib.suppress(trio.BrokenResourceError, h2.exceptions.ProtocolError):
+        sid = 0
+        while not sid:
+            for ev in conn.receive_data(await stream.receive_some(65536)):
+                if isinstance(ev, h2.events.DataReceived):
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    sid = ev.stream_id
+            await stream.send_all(conn.data_to_send())
+        pod.hits.append({"stream": sid})
+        conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+        conn.send_data(sid, b"message-1")
+        await stream.send_all(conn.data_to_send())
+        await pod.proceed.wait()
+        conn.send_data(sid, b"message-2")
+        conn.send_headers(sid, [("grpc-status", "0")], end_stream=True)
+        await stream.send_all(conn.data_to_send())
+        while data := await stream.receive_some(65536):  # until the waypoint lets go
+            conn.receive_data(data)
+            await stream.send_all(conn.data_to_send())
+
+
+async def serve_h2_echo_app(pod: Pod, stream: trio.SocketStream) -> None:
+    """Bidirectional streaming over HTTP/2: every DATA frame is echoed at once, the end of
+    the request ends the response with grpc-status 0."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
+                                                                header_encoding="utf-8"))
+    conn.initiate_connection()
+    pod.connections += 1
+    await stream.send_all(conn.data_to_send())
     with contextlib.suppress(trio.BrokenResourceError, h2.exceptions.ProtocolError):
         while data := await stream.receive_some(65536):
             for ev in conn.receive_data(data):
                 if isinstance(ev, h2.events.RequestReceived):
-                    heads[ev.stream_id] = dict(ev.headers)  # type: ignore[arg-type]
-                    bodies[ev.stream_id] = b""
+                    pod.hits.append({"stream": ev.stream_id})
+                    conn.send_headers(ev.stream_id, [(":status", "200"),
+                                                     ("content-type", "application/grpc")])
                 elif isinstance(ev, h2.events.DataReceived):
                     conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                    bodies[ev.stream_id] += ev.data
+                    conn.send_data(ev.stream_id, ev.data)
                 elif isinstance(ev, h2.events.StreamEnded):
-                    hs = heads.pop(ev.stream_id)
-                    body = bodies.pop(ev.stream_id)
-                    pod.hits.append({"method": hs[":method"], "path": hs[":path"],
-                                     "headers": hs, "body": body})
-                    conn.send_headers(ev.stream_id, [(":status", "200"),
-                                                     ("content-type", "application/grpc"),
-                                                     ("x-pod", pod.name)])
-                    conn.send_data(ev.stream_id, body)
-                    conn.send_headers(ev.stream_id, [("grpc-status", "0"),
-                                                     ("grpc-message", "ok")], end_stream=True)
+                    conn.send_headers(ev.stream_id, [("grpc-status", "0")], end_stream=True)
             await stream.send_all(conn.data_to_send())
 
 
@@ -190,6 +329,7 @@ class Env:
         self.hbone_port = 0
         self.waypoint_addr = ("127.0.0.1", 0)
         self.client: object = None
+        self.proxy: object = None  # the WaypointProxy
         self.observers = Observers()
 
     def pod(self, name: str) -> Pod:
@@ -239,7 +379,8 @@ async def _backend_connect(env: Env, request: ConnectRequest) -> ConnectOutcome:
 @contextlib.asynccontextmanager
 async def waypoint_env(pods: list[Pod] | None = None, *, seed: int = 7,
                        upstream: UpstreamConfig | None = None,
-                       with_waypoint: bool = True) -> AsyncIterator[Env]:
+                       with_waypoint: bool = True,
+                       limits: Limits | None = None) -> AsyncIterator[Env]:
     """Backends (always) and an in-process waypoint fed by `env.store` (unless
     `with_waypoint` is False: then the test brings its own waypoint)."""
     env = Env(pods if pods is not None else default_pods())
@@ -247,7 +388,9 @@ async def waypoint_env(pods: list[Pod] | None = None, *, seed: int = 7,
     async with trio.open_nursery() as nursery:
         # The app servers: the first binds port 0, the others reuse its port on their IP.
         for i, pod in enumerate(pod_list):
-            serve = {"h1": serve_h1_app, "h2": serve_h2_app, "tcp": serve_tcp_echo}[pod.kind]
+            serve = {"h1": serve_h1_app, "h2": serve_h2_app, "tcp": serve_tcp_echo,
+                     "sse": serve_sse_app, "h2stream": serve_h2_stream_app,
+                     "h2echo": serve_h2_echo_app}[pod.kind]
             ls = await nursery.start(functools.partial(
                 trio.serve_tcp, functools.partial(serve, pod), env.target_port, host=pod.ip))
             if i == 0:
@@ -282,12 +425,13 @@ async def waypoint_env(pods: list[Pod] | None = None, *, seed: int = 7,
         async def creds_async() -> object:
             return WAYPOINT
 
-        await nursery.start(functools.partial(
+        env.proxy = await nursery.start(functools.partial(
             serve_waypoint, wp_listeners, state=lambda: env.store.state,
             waypoint=f"{NS}/waypoint", identity=WAYPOINT.identity,
             credentials=creds_async, credentials_nowait=lambda: WAYPOINT,
-            observers=env.observers, rng=random.Random(seed),
-            upstream=upstream or UpstreamConfig(hbone_port=env.hbone_port)))
+            observers=env.observers, rng=random.Random(seed), limits=limits,
+            upstream=upstream or UpstreamConfig(hbone_port=env.hbone_port,
+                                                limits=limits or Limits())))
         async with open_hbone_client() as client:
             env.client = client
             yield env

@@ -19,8 +19,10 @@ from tests.waypoint.harness import (
     host,
     waypoint_env,
 )
+from waypoint.http import Limits
 
 pytestmark = pytest.mark.trio
+FOUR_MIB = Limits(max_request_body=4 * 1024 * 1024)
 
 
 def grpc_request(path: str = "/echo.Echo/Say") -> list[tuple[str, str]]:
@@ -68,8 +70,9 @@ async def test_http2_protocol_violation_closes_only_that_tunnel() -> None:
 
 
 async def test_http2_oversize_body_gets_413_on_that_stream() -> None:
-    """An HTTP/2 request body over the 4 MiB limit gets 413; the pod never sees it."""
-    async with waypoint_env() as env, env.tunnel("grpc") as t:
+    """An HTTP/2 request body streaming over a 4 MiB limit gets 413 (no response had started)
+    and the upstream stream is reset: the pod never sees a complete request."""
+    async with waypoint_env(limits=FOUR_MIB) as env, env.tunnel("grpc") as t:
         (res,) = await H2Session(t).exchange([(grpc_request(), b"x" * (5 * 1024 * 1024))])
     assert res.status == 413
     assert not env.pod("grpc-1").hits
@@ -98,7 +101,7 @@ async def test_malformed_http1_gets_400_and_another_tunnel_keeps_working() -> No
 ])
 async def test_oversize_http1_requests(raw: bytes, status: int) -> None:
     """Too-large headers get 431 and a too-large declared body 413, then the tunnel closes."""
-    async with waypoint_env() as env, env.tunnel("reviews") as t:
+    async with waypoint_env(limits=FOUR_MIB) as env, env.tunnel("reviews") as t:
         await t.send_all(raw)
         answer = b""
         while chunk := await t.receive_some():

@@ -1,9 +1,11 @@
 """Whole HTTP messages as the waypoint handles them, protocol sniffing, header hygiene. Pure.
 
 Used by the codecs in this package (which build and serialize them) and by
-`waypoint.proxy.handler` (which authorizes, routes and forwards them). Messages are buffered
-whole (bodies up to `Limits.max_request_body` / `max_response_body`): retries need the request
-body anyway, and it keeps the codecs simple; streaming bodies is future work.
+`waypoint.proxy.handler` (which authorizes, routes and forwards them). Bodies stream: a
+request whose body is complete when its head is parsed (and small: `Limits.inline_body`)
+comes whole, any other comes as a head (`streamed`) followed by `BodyChunk`s and a `BodyEnd`;
+backend responses always come as a head, chunks and an end. So uploads, server-sent events
+and gRPC streams flow through as they arrive.
 
 Invariants: header names are lower-case; pseudo-headers never appear in `headers`;
 hop-by-hop headers (RFC 9110 §7.6.1) are removed on the way in, so a message can be re-encoded
@@ -25,8 +27,8 @@ class Limits:
     """Bounds on what a peer may send (Envoy-like defaults)."""
 
     max_header_bytes: int = 60 * 1024  # 431 above (Envoy: max_request_headers_kb 60)
-    max_request_body: int = 4 * 1024 * 1024  # 413 above
-    max_response_body: int = 16 * 1024 * 1024  # 502 above (backend's fault)
+    max_request_body: int = 1024 * 1024 * 1024  # 413 (declared) / reset (streamed) above
+    inline_body: int = 64 * 1024  # bodies complete with their head up to this: not streamed
     max_concurrent_streams: int = 100
 
 
@@ -44,6 +46,11 @@ class HttpRequest:
     scheme: str = "http"
     protocol: str = "HTTP/1.1"  # or "HTTP/2"
     stream_id: int = 1  # HTTP/2 stream, 1 for HTTP/1.1
+    # True: only the head is here, the body follows as `BodyChunk`s and a `BodyEnd` (it did
+    # not arrive with the head, or is larger than `Limits.inline_body`); False: `body` and
+    # `trailers` are complete.
+    streamed: bool = False
+    length: int | None = None  # the declared content-length of a streamed body
 
     def header(self, name: str) -> str | None:
         values = [v for n, v in self.headers if n == name]
@@ -56,10 +63,15 @@ class HttpRequest:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class HttpResponse:
+    """A response; from a backend it is the head only (`body` empty, the body streams
+    separately, see `waypoint.proxy.pool.UpstreamResponse`), `length` its declared
+    content-length (None: unknown, chunked or until close). Local answers carry `body`."""
+
     status: int
     headers: Headers = ()
     body: bytes = b""
     trailers: Headers = ()
+    length: int | None = None
 
     def header(self, name: str) -> str | None:
         values = [v for n, v in self.headers if n == name]
@@ -79,6 +91,22 @@ class HttpResponse:
         body = (text + "\n").encode() if text else b""
         hs = (*headers, ("content-type", "text/plain")) if body else headers
         return cls(status, hs, body)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BodyChunk:
+    """Part of a streamed body (`stream_id`: the HTTP/2 stream on the server side)."""
+
+    data: bytes
+    stream_id: int = 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BodyEnd:
+    """A streamed body ended, with these trailers."""
+
+    trailers: Headers = ()
+    stream_id: int = 1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

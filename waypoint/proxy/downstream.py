@@ -1,8 +1,8 @@
 """Serve what is inside one HBONE tunnel: HTTP/1.1, HTTP/2 (gRPC included) or plain TCP.
 
-Who calls it: `waypoint.proxy.listener` starts `serve_tunnel(stream, ctx)` for every accepted
-CONNECT (the stream is our end of the pipe the HBONE server relays the tunnel into). It hands
-each complete request to `RequestHandler.handle` and writes the answer back.
+Who calls it: `waypoint.proxy.server` runs `serve_tunnel(stream, ctx)` for every admitted
+CONNECT (the stream is the HBONE tunnel itself). It hands each complete request to
+`RequestHandler.handle` with a `send` callback that writes the answer back.
 
 Protocol: the Service port's `app_protocol` decides when it says HTTP or TCP; otherwise the
 first bytes are sniffed (`waypoint.http.sniff`: the HTTP/2 preface, an HTTP/1 method token,
@@ -19,8 +19,11 @@ to an endpoint chosen like an HTTP attempt's (Istio's tcp_proxy on a waypoint).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 
+import h2.errors
 import trio
 
 from meshcore.hbone_trio import relay
@@ -28,6 +31,8 @@ from meshcore.wds import Endpoint
 from meshcore.wds.workload import AppProtocol
 from waypoint.errors import UpstreamError
 from waypoint.http import (
+    BodyChunk,
+    BodyEnd,
     H1Server,
     H2Server,
     HttpRequest,
@@ -36,6 +41,8 @@ from waypoint.http import (
     RequestFailed,
     sniff,
 )
+from waypoint.http.messages import Headers
+from waypoint.proxy.body import BodyAborted, H1Body, QueueBody, ReplayBody, Signal
 from waypoint.proxy.context import TunnelContext
 from waypoint.proxy.handler import RequestHandler
 from waypoint.proxy.upstream import host_key
@@ -71,6 +78,80 @@ class _Replay(trio.abc.Stream):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class _H1Writer:
+    """Writes one response on an HTTP/1.1 connection (the handler's `ResponseWriter`)."""
+
+    def __init__(self, stream: trio.abc.Stream, server: H1Server) -> None:
+        self.stream, self.server = stream, server
+        self.aborted = False
+        self.pending = bytearray()
+
+    async def whole(self, response: HttpResponse) -> None:
+        await self.stream.send_all(self.server.send_response(response))
+
+    async def head(self, response: HttpResponse, *, flush: bool = True) -> None:
+        await self._write(self.server.start_response(response), flush)
+
+    async def data(self, data: bytes, *, flush: bool = True) -> None:
+        await self._write(self.server.send_data(data), flush)
+
+    async def end(self, trailers: Headers) -> None:
+        await self._write(self.server.end_response(trailers), True)
+
+    async def _write(self, out: bytes, flush: bool) -> None:
+        """`flush=False`: more is ready at once, so keep it for one write (one TLS record
+        and one syscall per response instead of one per part)."""
+        self.pending += out
+        if flush and self.pending:
+            out, self.pending = bytes(self.pending), bytearray()
+            await self.stream.send_all(out)
+
+    async def abort(self) -> None:
+        """The body broke off: the client must see an incomplete response, so close."""
+        self.aborted = True
+        if self.pending:
+            out, self.pending = bytes(self.pending), bytearray()
+            await self.stream.send_all(out)
+
+
+class _H2Writer:
+    """Writes one response on an HTTP/2 stream; body chunks wait while more than
+    `HIGH_WATER` bytes are queued for the client's flow-control window (back-pressure)."""
+
+    HIGH_WATER = 64 * 1024
+
+    def __init__(self, server: H2Server, stream_id: int, flush: Callable[[], Awaitable[None]],
+                 window: Signal) -> None:
+        self.server, self.stream_id, self.flush, self.window = server, stream_id, flush, window
+
+    async def whole(self, response: HttpResponse) -> None:
+        self.server.send_response(self.stream_id, response)
+        await self.flush()
+
+    async def head(self, response: HttpResponse, *, flush: bool = True) -> None:
+        self.server.start_response(self.stream_id, response)
+        if flush:
+            await self.flush()
+
+    async def data(self, data: bytes, *, flush: bool = True) -> None:
+        self.server.send_data(self.stream_id, data)
+        if not flush:  # more is ready at once: one write for all of it
+            return
+        await self.flush()
+        while self.server.queued(self.stream_id) > self.HIGH_WATER:
+            await self.window.wait()
+            if self.server.closed:
+                raise trio.BrokenResourceError("the HTTP/2 connection closed")
+
+    async def end(self, trailers: Headers) -> None:
+        self.server.end_response(self.stream_id, trailers)
+        await self.flush()
+
+    async def abort(self) -> None:
+        self.server.reset(self.stream_id)
+        await self.flush()
 
 
 class Downstream:
@@ -137,15 +218,24 @@ class Downstream:
         while True:
             outputs = server.receive_data(pending)
             pending = None
-            for out in outputs:
+            for i, out in enumerate(outputs):
                 if isinstance(out, RequestFailed):
                     log.info("tunnel %s from %s: %s", ctx.authority, ctx.peer_identity,
                              out.reason)
                     await stream.send_all(server.send_error(out.status or 400, out.reason))
                     return
-                resp = await self.handler.handle(ctx, out)
-                await stream.send_all(server.send_response(resp))
-                if not server.keep_alive:  # `Connection: close`, HTTP/1.0: h11 knows
+                assert isinstance(out, HttpRequest)
+                body = None
+                if out.streamed:  # the rest of the body is read from the tunnel on demand
+                    source = H1Body(stream, server)
+                    source.queue.extend(e for e in outputs[i + 1:]
+                                        if isinstance(e, BodyChunk | BodyEnd | RequestFailed))
+                    body = ReplayBody(source)
+                writer = _H1Writer(stream, server)
+                await self.handler.handle(ctx, out, writer, body)
+                # `Connection: close`, HTTP/1.0, a request body not read to its end (h11
+                # knows) or a response body that broke off: close.
+                if writer.aborted or not server.keep_alive:
                     return
                 pending = None  # more requests may already be buffered in h11
                 break
@@ -170,38 +260,65 @@ class Downstream:
                 if data:
                     await stream.send_all(data)
 
+        async def ack(stream_id: int, n: int) -> None:
+            server.ack(stream_id, n)
+            await flush()
+
         async def one(req: HttpRequest, cancel: trio.CancelScope) -> None:
+            sid = req.stream_id
+            body = ReplayBody(bodies[sid]) if sid in bodies else None
             with cancel, contextlib.suppress(trio.BrokenResourceError,
                                              trio.ClosedResourceError):
-                resp = await self.handler.handle(ctx, req)
-                server.send_response(req.stream_id, resp)
-                await flush()
-            scopes.pop(req.stream_id, None)
+                await self.handler.handle(ctx, req, _H2Writer(server, sid, flush, window),
+                                          body)
+                if sid in bodies and not bodies[sid].ended:  # answered before the body
+                    server.reset(sid, h2.errors.ErrorCodes.NO_ERROR)  # ended: stop sending
+                    await flush()
+            scopes.pop(sid, None)
+            bodies.pop(sid, None)
 
         await stream.send_all(server.initiate())
         scopes: dict[int, trio.CancelScope] = {}
+        bodies: dict[int, QueueBody] = {}
+        window = Signal()
         async with trio.open_nursery() as nursery:
             data = first
             while True:
                 for out in server.receive_data(data):
                     if isinstance(out, HttpRequest):
                         scopes[out.stream_id] = scope = trio.CancelScope()
+                        if out.streamed:  # before its chunks (maybe in this same batch)
+                            bodies[out.stream_id] = QueueBody(
+                                functools.partial(ack, out.stream_id))
                         nursery.start_soon(one, out, scope)
+                    elif isinstance(out, BodyChunk | BodyEnd):
+                        if out.stream_id in bodies:
+                            bodies[out.stream_id].feed(out)
+                        elif isinstance(out, BodyChunk):
+                            server.ack(out.stream_id, len(out.data))  # nobody reads it
                     elif isinstance(out, RequestFailed):
                         log.info("tunnel %s from %s: %s", ctx.authority, ctx.peer_identity,
                                  out.reason)
-                        if out.stream_id is not None and out.status is not None:
+                        if out.stream_id in bodies:  # a streamed body over the limit
+                            bodies[out.stream_id].feed(BodyAborted(out.reason, out.status))
+                        elif out.stream_id is not None and out.status is not None:
                             server.send_response(out.stream_id,
                                                  HttpResponse.local(out.status, out.reason))
                     else:  # StreamCancelled
+                        if out.stream_id in bodies:
+                            bodies[out.stream_id].feed(BodyAborted("the client reset it"))
                         if out.stream_id in scopes:
                             scopes.pop(out.stream_id).cancel()
                 await flush()
+                window.fire()  # the client may have opened flow-control windows
                 if server.closed:
                     nursery.cancel_scope.cancel()
                     return
                 data = bytes(await stream.receive_some(READ_SIZE))
                 if not data:
+                    for body in bodies.values():
+                        if not body.ended:
+                            body.feed(BodyAborted("the client closed the tunnel"))
                     break  # the client is done sending; let in-flight requests finish
 
     # ---- TCP --------------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """The waypoint's HBONE side: accept each CONNECT, resolve its destination, serve it.
 
-Who calls it: `waypoint.app` runs `serve_hbone(listeners, proxy.credentials_for,
-proxy.handle_connect)`; tests do the same with hand-made state. What it hands to:
-`Downstream.serve_tunnel` on our end of an in-process pipe; the HBONE server relays the tunnel
-to the other end (so only `meshcore.hbone_trio`'s public API is used).
+Who calls it: `waypoint.proxy.server` serves HBONE with `meshcore.hbone_trio.serve_hbone`
+(`proxy.credentials_for`; each CONNECT goes through `proxy.admit`, and an admitted tunnel is
+served in place by `downstream.serve_tunnel`); tests do the same through `serve_waypoint`. What it
+hands to: `Downstream.serve_tunnel`, with the HBONE tunnel stream itself.
 
-`handle_connect` (per CONNECT stream, AMBIENT-INTERNALS §2.7): the authority is the original
+`admit` (per CONNECT stream, AMBIENT-INTERNALS §2.7): the authority is the original
 destination, `<service VIP>:<port>` or `<pod IP>:<port>`; a VIP resolves to its Service
 (`find_destination`), a pod IP to its Workload; anything else gets 503 ("no filter chain"
 in Envoy terms: we do not know it). A Service port declared TCP is authorized now (401 on
@@ -28,7 +28,6 @@ from meshcore.wds import ServiceDestination, find_destination
 from waypoint.errors import WaypointError
 from waypoint.proxy.context import TunnelContext, parse_forwarded_for, peer_metadata
 from waypoint.proxy.downstream import Downstream
-from waypoint.proxy.pipe import pipe_pair
 
 log = logging.getLogger("waypoint.listener")
 
@@ -75,7 +74,9 @@ class WaypointProxy:
             return TunnelContext(service=dest.service, **common)  # type: ignore[arg-type]
         return TunnelContext(workload=dest.workload, **common)  # type: ignore[arg-type]
 
-    async def handle_connect(self, request: ConnectRequest) -> ConnectOutcome:
+    async def admit(self, request: ConnectRequest) -> TunnelContext | ConnectOutcome:
+        """The tunnel's context (then `Downstream.serve_tunnel` serves it in place), or the
+        refusal to answer (503 unknown destination, 401 TCP port denied)."""
         ctx = self.context(request)
         if isinstance(ctx, str):
             log.info("CONNECT %s from %s refused: %s", request.authority,
@@ -88,7 +89,5 @@ class WaypointProxy:
                 log.info("CONNECT %s from %s denied: %s", request.authority,
                          request.peer_identity, decision)
                 return ConnectOutcome.deny(str(decision))
-        ours, theirs = pipe_pair()
         self.tunnels += 1
-        self.nursery.start_soon(self.downstream.serve_tunnel, ours, ctx)
-        return ConnectOutcome.accept(theirs)
+        return ctx

@@ -1,8 +1,8 @@
 """Upstream side: endpoint choice (least request + outlier detection) and one HBONE attempt.
 
 Who calls it: `waypoint.proxy.handler` per attempt (`choose`, then `attempt`, then `record`)
-and for mirrors. What it hands to: an `HttpResponse`, or an `UpstreamError` (no response;
-`reset` is the retry reason, `flags` the Envoy response flag).
+and for mirrors. What it hands to: an `UpstreamResponse` (head, streamed body), or an
+`UpstreamError` (no response; `reset` is the retry reason, `flags` the Envoy response flag).
 
 Endpoints come from the workload API (`meshcore.wds.select_endpoint`, which applies target
 ports, health and locality); among them the outlier detector's ejected hosts are skipped
@@ -10,17 +10,17 @@ ports, health and locality); among them the outlier detector's ejected hosts are
 `pick_least_request` chooses by the in-flight counts kept here. HBONE endpoints are reached
 through the pooled `HboneClient` with the waypoint's own certificate: address
 `<pod IP>:15008`, `:authority` `<pod IP>:<target port>`, expected identity the pod's
-(AMBIENT-INTERNALS §2.7); `tunnel_protocol` NONE endpoints get plain TCP. Each attempt opens
-one CONNECT stream (HBONE connections are pooled, tunnels are not reused) and speaks one
-HTTP/1.1 or HTTP/2 exchange in it.
+(AMBIENT-INTERNALS §2.7); `tunnel_protocol` NONE endpoints get plain TCP. Each attempt is
+one exchange on a pooled HTTP connection (`waypoint.proxy.pool`: keep-alive HTTP/1.1 tunnels,
+multiplexed HTTP/2 ones); TCP relays (`open_stream`) get a tunnel of their own.
 State: `active` (in-flight per host) and one `OutlierDetector` per service, replaced on every
 `record` (single trio thread, this object is the only writer).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,18 +33,19 @@ from meshcore.hbone_trio import (
     HboneConnectError,
     HboneHandshakeError,
     HboneStatusError,
-    StreamResetError,
 )
 from meshcore.tlsconfig import WorkloadCredentials
 from meshcore.wds import Endpoint, Service, Snapshot, TunnelProtocol, select_endpoint
 from meshcore.workload_identity.errors import CertificateUnavailableError
-from waypoint.errors import HttpProtocolError, UpstreamError
-from waypoint.http import H1Client, H2Client, HttpRequest, HttpResponse, Limits
+from waypoint.errors import UpstreamError
+from waypoint.http import HttpRequest, Limits
+from waypoint.proxy.body import BodyReader
+from waypoint.proxy.pool import PoolConfig, UpstreamPool
+from waypoint.proxy.response import UpstreamResponse
 from waypoint.resilience import OutlierConfig, OutlierDetector, classify, pick_least_request
 
 log = logging.getLogger("waypoint.upstream")
 HBONE_PORT = 15008
-READ_SIZE = 256 * 1024
 
 
 def host_key(e: Endpoint) -> str:
@@ -58,16 +59,18 @@ class UpstreamConfig:
     connect_timeout: float = 10.0
     outlier: OutlierConfig = dataclasses.field(default_factory=OutlierConfig)
     limits: Limits = dataclasses.field(default_factory=Limits)
+    pool: PoolConfig = dataclasses.field(default_factory=PoolConfig)
 
 
 class Upstreams:
     def __init__(self, hbone: HboneClient,
                  credentials: Callable[[], Awaitable[WorkloadCredentials]],
                  config: UpstreamConfig | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, *, pool: UpstreamPool) -> None:
         self.hbone = hbone
         self.credentials = credentials
         self.config = config or UpstreamConfig()
+        self.pool = pool
         self.rng = rng or random.Random()
         self.active: dict[str, int] = {}
         self.detectors: dict[str, OutlierDetector] = {}
@@ -112,18 +115,17 @@ class Upstreams:
         return d.ejected() if d is not None else frozenset()
 
     # ---- one attempt --------------------------------------------------------------------
-    async def attempt(self, endpoint: Endpoint, request: HttpRequest,
-                      http2: bool = False) -> HttpResponse:
-        """Send `request` to `endpoint` once, over HTTP/2 if `http2`, else HTTP/1.1."""
+    async def attempt(self, endpoint: Endpoint, request: HttpRequest, http2: bool = False,
+                      body: Callable[[], BodyReader] | None = None) -> UpstreamResponse:
+        """Send `request` to `endpoint` once, over HTTP/2 if `http2`, else HTTP/1.1, on a
+        pooled connection (`waypoint.proxy.pool`); the response once its head arrived (the
+        caller reads its body or closes it). In-flight counts cover the head only."""
         key = host_key(endpoint)
         self.active[key] = self.active.get(key, 0) + 1
         try:
-            stream = await self.open_stream(endpoint, key)
-            try:
-                return await self._exchange(stream, request, key, http2)
-            finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(1):
-                    await trio.aclose_forcefully(stream)
+            pool_key = (key, "h2" if http2 else "h1", endpoint.workload.identity.uri)
+            return await self.pool.exchange(
+                pool_key, functools.partial(self.open_stream, endpoint, key), request, body)
         finally:
             self.active[key] -= 1
             if not self.active[key]:
@@ -144,37 +146,11 @@ class Upstreams:
             raise UpstreamError(f"cannot reach {w.namespace}/{w.name} at {key}: {exc}",
                                 reset="connect-failure", flags="UF", upstream=key) from exc
 
-    async def _exchange(self, stream: trio.abc.Stream, request: HttpRequest,
-                        key: str, http2: bool) -> HttpResponse:
-        codec: H1Client | H2Client
-        if http2:
-            codec = H2Client(request, self.config.limits)
-        else:
-            codec = H1Client(dataclasses.replace(request, protocol="HTTP/1.1"),
-                             self.config.limits)
-        try:
-            await stream.send_all(codec.start())
-            while True:
-                data = bytes(await stream.receive_some(READ_SIZE))
-                response = codec.receive_data(data)
-                out = codec.data_to_send()
-                if out:
-                    with contextlib.suppress(trio.BrokenResourceError):
-                        await stream.send_all(out)
-                if response is not None:
-                    return response
-        except HttpProtocolError as exc:
-            raise UpstreamError(f"{key}: {exc}", reset="refused-stream" if exc.refused
-                                else "reset", flags="UPE" if not exc.refused else "UC",
-                                upstream=key) from exc
-        except (trio.BrokenResourceError, StreamResetError, ConnectionLostError) as exc:
-            raise UpstreamError(f"{key}: connection to the backend broke: {exc}", reset="reset",
-                                flags="UC", upstream=key) from exc
-
     def statistics(self) -> dict[str, object]:
         return {"active": dict(self.active),
                 "ejected": {k: sorted(d.ejected()) for k, d in self.detectors.items()
                             if d.ejected()},
-                "pool": dataclasses.asdict(self.hbone.statistics())}
+                "pool": dataclasses.asdict(self.hbone.statistics()),
+                "http_pool": self.pool.statistics()}
 
 
