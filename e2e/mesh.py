@@ -24,6 +24,7 @@ from ambientctl.sandbox import Sandbox
 from ambientctl.sandbox.checks import (
     Exchange,
     Sample,
+    TrafficError,
     config_dump,
     http_json,
     poll_until,
@@ -38,8 +39,9 @@ from ambientctl.sandbox.checks import (
 from tests.support.capture import PacketCapture
 from tests.support.netns import Netns
 
-__all__ = ["MANIFESTS", "Exchange", "Sample", "applied", "config_dump", "enrolled_namespace",
-           "http_json", "nft_tables", "poll_until", "redirection", "scrape", "series", "start",
+__all__ = ["MANIFESTS", "Exchange", "Sample", "TrafficError", "applied", "config_dump",
+           "enrolled_namespace", "http_json", "nft_tables", "poll_until", "redirection", "scrape",
+           "series", "start",
            "tcp_exchange", "total", "uplink_capture", "wait_converged", "wait_redirection"]
 
 MANIFESTS = Path(__file__).parent / "manifests"

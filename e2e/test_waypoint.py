@@ -256,3 +256,55 @@ def test_fault_delay_longer_than_request_timeout_gives_504(sandbox: Sandbox,
                         what="the waypoint applying the fault delay")
         status, body = client.get("/again")
     assert status == 504, body[:200]
+
+
+def _answers_200(sb: Sandbox) -> bool:
+    try:
+        mesh.http_json(sb, "shop/client", ECHO_VIP, 80)
+    except mesh.TrafficError:
+        return False
+    return True
+
+
+def test_server_sent_events_stream_through_the_waypoint(sandbox: Sandbox):
+    """An event stream through ztunnel + waypoint is streamed, not buffered: the first event
+    reaches the client while the backend still holds the rest, which it sends only after a
+    release the client issues once it has that first event."""
+    key = secrets.token_hex(4)
+    # An earlier test's route change may still be leaving the waypoint (`mesh.applied` waits
+    # for the ztunnels only): start once plain requests through it succeed again.
+    mesh.poll_until(lambda: _answers_200(sandbox), timeout=15,
+                    what="the waypoint to route the echo VIP again")
+    sock = socket_in_netns(sandbox.pod_netns("shop/client"))
+    conn = h11.Connection(h11.CLIENT)
+    events: list[dict[str, Any]] = []
+    buffered = b""
+    with sock:
+        sock.settimeout(15)  # a buffering proxy shows nothing until the backend's 30 s gate
+        sock.connect((ECHO_VIP, 80))
+        sock.sendall(conn.send(h11.Request(
+            method="GET", target=f"/events?key={key}&count=3",
+            headers=[("host", f"{ECHO_VIP}:80"), ("accept", "text/event-stream")]))
+            + conn.send(h11.EndOfMessage()))
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+            elif isinstance(event, h11.Response):
+                assert event.status_code == 200
+                assert dict(event.headers)[b"content-type"] == b"text/event-stream"
+            elif isinstance(event, h11.Data):
+                buffered += bytes(event.data)
+                while b"\n\n" in buffered:
+                    line, buffered = buffered.split(b"\n\n", 1)
+                    events.append(json.loads(line.removeprefix(b"data: ")))
+                    if len(events) == 1:  # the backend holds the rest until released
+                        pod = events[0]["pod"]
+                        released = mesh.tcp_exchange(
+                            sandbox, "shop/client", sandbox.pod_ip(pod), 8080,
+                            f"GET /release?key={key} HTTP/1.0\r\n\r\n".encode())
+                        assert b" 200 " in released.data.split(b"\r\n")[0], released
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                break
+    assert [e["event"] for e in events] == [1, 2, 3]
+    assert len({e["pod"] for e in events}) == 1
