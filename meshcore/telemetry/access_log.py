@@ -28,7 +28,7 @@ import datetime
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from meshcore.telemetry.labels import UNKNOWN, ResponseFlags, SecurityPolicy, TrafficLabels
@@ -208,20 +208,23 @@ class AccessLog:
         self.fmt = fmt
         self.logger = logger or logging.getLogger(LOGGER_NAME)
 
-    def _emit(self, level: str, message: str, fields: Fields, now: float | None) -> None:
+    def _emit(self, level: str, message: str, fields: Fields | Callable[[], Fields],
+              now: float | None) -> None:
         lvl = _LEVELS[level]
         if not self.logger.isEnabledFor(lvl):
-            return
+            return  # before the fields are built: a disabled log costs nothing per request
+        if callable(fields):
+            fields = fields()
         render = format_json if self.fmt == "json" else format_text
         line = render(level, message, fields, time.time() if now is None else now)
         self.logger.log(lvl, line, extra={"access_fields": dict(fields)})
 
     def connection_opened(self, entry: ConnectionEntry, now: float | None = None) -> None:
-        self._emit("debug", "connection opened", entry.fields(complete=False), now)
+        self._emit("debug", "connection opened", lambda: entry.fields(complete=False), now)
 
     def connection_complete(self, entry: ConnectionEntry, now: float | None = None) -> None:
         level = "error" if entry.error else "info"
-        self._emit(level, "connection complete", entry.fields(), now)
+        self._emit(level, "connection complete", entry.fields, now)
 
     def connection_failed(self, src_addr: str, dst_addr: str, direction: str, error: str,
                           now: float | None = None) -> None:
@@ -230,4 +233,4 @@ class AccessLog:
         self._emit("warn", "connection failed", fields, now)
 
     def request_complete(self, entry: RequestEntry, now: float | None = None) -> None:
-        self._emit("info", "request complete", entry.fields(), now)
+        self._emit("info", "request complete", entry.fields, now)
