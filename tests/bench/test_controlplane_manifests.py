@@ -7,16 +7,17 @@ import pathlib
 
 import pytest
 
+from bench import controlplane_manifests as cm
 from bench import controlplane_section as cp
 from istiod_lite.translate import MeshConfig, translate
 from meshcore.model.folder import scan_folder
 from meshcore.xds.types import TYPE_ADDRESS, TYPE_AUTHORIZATION
 
-SMALL = cp.Scale(pods=100, nodes=4, namespaces=4, services=20, policies=12,
+SMALL = cm.Scale(pods=100, nodes=4, namespaces=4, services=20, policies=12,
                  mesh_wide_policies=2)
 
 
-def _kinds(folder: cp.Folder) -> dict[str, list[dict]]:
+def _kinds(folder: cm.Folder) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = collections.defaultdict(list)
     for docs in folder.values():
         for doc in docs:
@@ -24,8 +25,8 @@ def _kinds(folder: cp.Folder) -> dict[str, list[dict]]:
     return out
 
 
-def _translated(folder: cp.Folder, root: pathlib.Path) -> dict[str, dict[str, bytes]]:
-    cp.write_folder(folder, root)
+def _translated(folder: cm.Folder, root: pathlib.Path) -> dict[str, dict[str, bytes]]:
+    cm.write_folder(folder, root)
     state = scan_folder(str(root), None)
     assert state.diagnostics == ()
     resources = translate(state.model, MeshConfig())
@@ -36,7 +37,7 @@ def _translated(folder: cp.Folder, root: pathlib.Path) -> dict[str, dict[str, by
 
 def test_default_scale_has_the_issue_sizes() -> None:
     """The default folder has 1000 pods on 20 nodes, 200 services, 100 policies, 20 namespaces."""
-    kinds = _kinds(cp.generate())
+    kinds = _kinds(cm.generate())
     assert len(kinds["Pod"]) == 1000
     assert len(kinds["Service"]) == 200
     assert len(kinds["AuthorizationPolicy"]) == 100
@@ -47,7 +48,7 @@ def test_default_scale_has_the_issue_sizes() -> None:
 
 def test_pod_ips_and_cluster_ips_are_unique() -> None:
     """No two pods share an IP and no two services share a cluster IP."""
-    kinds = _kinds(cp.generate())
+    kinds = _kinds(cm.generate())
     pod_ips = [p["status"]["podIP"] for p in kinds["Pod"]]
     vips = [s["spec"]["clusterIP"] for s in kinds["Service"]]
     assert len(set(pod_ips)) == len(pod_ips)
@@ -56,7 +57,7 @@ def test_pod_ips_and_cluster_ips_are_unique() -> None:
 
 def test_every_service_selects_five_pods_of_its_namespace() -> None:
     """Each Service's selector matches exactly pods_per_service pods in its namespace."""
-    kinds = _kinds(cp.generate())
+    kinds = _kinds(cm.generate())
     for svc in kinds["Service"]:
         selected = [p for p in kinds["Pod"]
                     if p["metadata"]["namespace"] == svc["metadata"]["namespace"]
@@ -67,10 +68,10 @@ def test_every_service_selects_five_pods_of_its_namespace() -> None:
 def test_policies_mix_scopes_and_actions() -> None:
     """Policies are mesh-wide (root namespace), namespace-wide and selector-scoped, ALLOW and
     DENY."""
-    policies = _kinds(cp.generate())["AuthorizationPolicy"]
-    root = [p for p in policies if p["metadata"]["namespace"] == cp.ROOT_NS]
+    policies = _kinds(cm.generate())["AuthorizationPolicy"]
+    root = [p for p in policies if p["metadata"]["namespace"] == cm.ROOT_NS]
     ns_wide = [p for p in policies
-               if p["metadata"]["namespace"] != cp.ROOT_NS and "selector" not in p["spec"]]
+               if p["metadata"]["namespace"] != cm.ROOT_NS and "selector" not in p["spec"]]
     scoped = [p for p in policies if "selector" in p["spec"]]
     assert (len(root), len(ns_wide), len(scoped)) == (5, 20, 75)
     assert {p["spec"]["action"] for p in policies} == {"ALLOW", "DENY"}
@@ -80,22 +81,22 @@ def test_policies_mix_scopes_and_actions() -> None:
 
 def test_generate_is_deterministic() -> None:
     """Two calls give the same folder (runs compare)."""
-    assert cp.generate(SMALL) == cp.generate(SMALL)
+    assert cm.generate(SMALL) == cm.generate(SMALL)
 
 
 def test_default_folder_translates_cleanly(tmp_path: pathlib.Path) -> None:
     """The default folder parses without diagnostics and gives 1200 Addresses, 100 policies."""
-    cp.write_folder(cp.generate(), tmp_path)
+    cm.write_folder(cm.generate(), tmp_path)
     assert cp.expected_counts(tmp_path) == {TYPE_ADDRESS: 1200, TYPE_AUTHORIZATION: 100}
 
 
 @pytest.mark.parametrize("edit", [
-    pytest.param(cp.bump_pod_version, id="pod-version-label"),
-    pytest.param(cp.toggle_policy_port, id="policy-port"),
+    pytest.param(cm.bump_pod_version, id="pod-version-label"),
+    pytest.param(cm.toggle_policy_port, id="policy-port"),
 ])
 def test_an_edit_changes_exactly_the_named_resource(tmp_path: pathlib.Path, edit) -> None:
     """After an edit, translation differs from before in the one resource the Change names."""
-    folder = cp.generate(SMALL)
+    folder = cm.generate(SMALL)
     before = _translated(folder, tmp_path / "a")
     for step in range(3):
         change = edit(folder, step, SMALL)
@@ -108,17 +109,17 @@ def test_an_edit_changes_exactly_the_named_resource(tmp_path: pathlib.Path, edit
 
 def test_edits_rewrite_only_the_named_file() -> None:
     """A Change names the file holding the edited object; other files stay as they were."""
-    folder = cp.generate(SMALL)
-    original = {path: cp.render(docs) for path, docs in folder.items()}
-    change = cp.toggle_policy_port(folder, 1, SMALL)
-    differs = {p for p, docs in folder.items() if cp.render(docs) != original[p]}
+    folder = cm.generate(SMALL)
+    original = {path: cm.render(docs) for path, docs in folder.items()}
+    change = cm.toggle_policy_port(folder, 1, SMALL)
+    differs = {p for p, docs in folder.items() if cm.render(docs) != original[p]}
     assert differs == {change.path}
 
 
 def test_scale_refuses_uneven_splits() -> None:
     """A size whose pods do not split evenly over services is refused with the reason."""
     with pytest.raises(ValueError, match="split evenly"):
-        cp.Scale(pods=1001)
+        cm.Scale(pods=1001)
 
 
 @pytest.mark.parametrize(("values", "p", "expected"), [

@@ -20,7 +20,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.controlplane_section import Scale, generate
+from bench.controlplane_manifests import Scale, generate
 from istiod_lite.translate import IncrementalTranslator, MeshConfig, ResourceSet, translate
 from meshcore.model import ClusterModel, InvalidObjectError, ModelObject, parse_object, selects
 
