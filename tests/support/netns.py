@@ -36,7 +36,7 @@ from pyroute2 import netns as pr_netns
 
 from meshcore import netns as mesh_netns
 
-NETNS_RUN_DIR = "/var/run/netns"
+NETNS_RUN_DIR = mesh_netns.NETNS_RUN_DIR
 IFNAMSIZ_MAX = 15
 
 T = TypeVar("T")
@@ -57,12 +57,12 @@ def in_netns(name: str) -> contextlib.AbstractContextManager[None]:
     Synchronous only: no await inside (a trio task switch would run other tasks in the
     wrong namespace). Sockets created inside stay in `name` after the block.
     """
-    return mesh_netns.entered(os.path.join(NETNS_RUN_DIR, name))
+    return mesh_netns.entered(mesh_netns.named_netns(name))
 
 
 def call_in_netns(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call `fn` on a fresh thread that lives in netns `name`; return its result or raise."""
-    return mesh_netns.call_in_netns(os.path.join(NETNS_RUN_DIR, name), fn, *args,
+    return mesh_netns.call_in_netns(mesh_netns.named_netns(name), fn, *args,
                                     thread_name=f"netns-{name}", **kwargs)
 
 
@@ -74,7 +74,7 @@ class Netns:
 
     @property
     def path(self) -> str:
-        return os.path.join(NETNS_RUN_DIR, self.name)
+        return mesh_netns.named_netns(self.name)
 
     def enter(self) -> contextlib.AbstractContextManager[None]:
         """`in_netns(self.name)`: switch the current thread for a synchronous block."""
