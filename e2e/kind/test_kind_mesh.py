@@ -76,6 +76,48 @@ def test_waypoint_route_applies(mesh_cluster):
     assert out.splitlines()[0] == "200"
 
 
+def test_kubelet_probes_keep_pods_ready_under_strict(mesh_cluster):
+    """Under STRICT mTLS a restarted server pod still becomes Ready (its readiness probe is
+    plaintext from the kubelet): the node agent SNATs kubelet probes to 169.254.7.127, which
+    the in-pod rules let through; mesh traffic still flows over mTLS."""
+    strict = str(k.HERE / "manifests" / "strict.yaml")
+    k.kubectl("apply", "-f", strict)
+    try:
+        k.kubectl("rollout", "restart", "deployment/server", "-n", "shop")
+        k.kubectl("rollout", "status", "deployment/server", "-n", "shop", "--timeout=180s",
+                  timeout=200)
+        live = [p for p in k.get_json("pods", "-n", "shop", "-l", "app=server")["items"]
+                if not p["metadata"].get("deletionTimestamp")]
+        assert live and all(p["metadata"].get("annotations", {}).get(
+            "ambient.istio.io/redirection") == "enabled" for p in live)
+        assert client_get().splitlines()[0] == "200"
+    finally:
+        k.kubectl("delete", "-f", strict)
+
+
+def test_httproute_status_names_a_missing_backend(mesh_cluster):
+    """istiod-lite writes the route's status.parents: Accepted, and ResolvedRefs=False with
+    BackendNotFound naming the Service that does not exist."""
+    manifest = str(k.HERE / "manifests" / "route-missing-backend.yaml")
+    k.kubectl("apply", "-f", manifest)
+
+    def conditions() -> dict[str, dict] | None:
+        route = k.get_json("httproute", "-n", "shop", "missing-backend")
+        for parent in route.get("status", {}).get("parents", []):
+            if parent.get("controllerName") == "istio.io/gateway-controller":
+                return {c["type"]: c for c in parent.get("conditions", [])}
+        return None
+
+    try:
+        conds = k.wait_for("HTTPRoute status", conditions, timeout=60)
+        assert conds["Accepted"]["status"] == "True"
+        refs = conds["ResolvedRefs"]
+        assert (refs["status"], refs["reason"]) == ("False", "BackendNotFound")
+        assert "nowhere" in refs["message"]
+    finally:
+        k.kubectl("delete", "-f", manifest)
+
+
 def test_ztunnel_version_rollout_keeps_traffic_flowing(mesh_cluster):
     """Changing spec.version rolls ztunnel node by node to e2e-2 while requests keep working."""
     loop = ("import time, urllib.request as u\n"

@@ -14,7 +14,7 @@ from istiod_lite.operator.spec import parse_mesh_spec
 from . import cluster as k
 
 MANIFESTS = sorted((k.HERE / "manifests").glob("*.yaml"))
-CRD_KINDS = {"Mesh", "AuthorizationPolicy", "Gateway", "HTTPRoute"}
+CRD_KINDS = {"Mesh", "AuthorizationPolicy", "PeerAuthentication", "Gateway", "HTTPRoute"}
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
