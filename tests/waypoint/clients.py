@@ -126,11 +126,10 @@ class H2Session:
                     r.body += ev.data
             elif isinstance(ev, h2.events.TrailersReceived) and r is not None:
                 r.trailers = dict(ev.headers)  # type: ignore[arg-type]
-            elif isinstance(ev, h2.events.StreamEnded):
+            elif isinstance(ev, h2.events.StreamEnded) and r is not None:
                 done.add(ev.stream_id)
-            elif isinstance(ev, h2.events.StreamReset):
-                if r is not None:
-                    r.reset = ev.error_code
+            elif isinstance(ev, h2.events.StreamReset) and r is not None:
+                r.reset = ev.error_code  # (a late reset of an earlier exchange's stream: not ours)
                 done.add(ev.stream_id)
             elif isinstance(ev, h2.events.ConnectionTerminated):
                 self.goaway = True

@@ -20,7 +20,7 @@ import hashlib
 import ipaddress
 import json
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import h2.config
 import h2.connection
@@ -81,6 +81,8 @@ class Pod:
     h2_goaway_after: int = 0  # HTTP/2 app: GOAWAY (NO_ERROR) after answering this many
     # "sse" / "h2stream" apps: send the first event/message, wait for `proceed`, send the last.
     proceed: trio.Event = dataclasses.field(default_factory=trio.Event)
+    # A test's own app (overrides `kind`): called with the pod and each accepted connection.
+    app: Callable[[Pod, trio.SocketStream], Awaitable[None]] | None = None
 
 
 Response = tuple[int, dict[str, str], bytes]
@@ -388,9 +390,9 @@ async def waypoint_env(pods: list[Pod] | None = None, *, seed: int = 7,
     async with trio.open_nursery() as nursery:
         # The app servers: the first binds port 0, the others reuse its port on their IP.
         for i, pod in enumerate(pod_list):
-            serve = {"h1": serve_h1_app, "h2": serve_h2_app, "tcp": serve_tcp_echo,
-                     "sse": serve_sse_app, "h2stream": serve_h2_stream_app,
-                     "h2echo": serve_h2_echo_app}[pod.kind]
+            serve = pod.app or {"h1": serve_h1_app, "h2": serve_h2_app, "tcp": serve_tcp_echo,
+                                "sse": serve_sse_app, "h2stream": serve_h2_stream_app,
+                                "h2echo": serve_h2_echo_app}[pod.kind]
             ls = await nursery.start(functools.partial(
                 trio.serve_tcp, functools.partial(serve, pod), env.target_port, host=pod.ip))
             if i == 0:

@@ -6,12 +6,15 @@ until the response is sent) or a `RequestFailed` (malformed: 400; headers too la
 too large: 413), after which the tunnel is closed. `send_response(resp)` (a whole local answer),
 `start_response(head)` / `send_data(bytes)` / `end_response(trailers)` (a streamed one) and
 `send_error(...)` return the bytes to write; `keep_alive` says whether another request may
-follow.
+follow. A response whose head goes out before the request body ended carries
+`connection: close` and the connection closes after it (Envoy's HTTP connection manager does
+the same: it does not wait for the rest of a body nobody reads).
 
 `H1Client` is used by `waypoint.proxy.pool` for one pooled upstream connection (keep-alive):
 `start(request)` returns the request bytes; `receive_data(bytes)` (b"" at EOF) returns the
 response as it arrives (head, `BodyChunk`s, `BodyEnd`); a broken response raises
 `HttpProtocolError`; `reusable` says whether the next request may use the same connection.
+A streamed request body (`send_body`, `end_body`) may be sent while the response arrives.
 Invariants: header names lower-case on the way out of this module (see `messages`).
 """
 
@@ -62,6 +65,11 @@ class H1Server:
     @property
     def keep_alive(self) -> bool:
         return not self.failed and self.conn.our_state is h11.IDLE
+
+    @property
+    def request_complete(self) -> bool:
+        """Whether the current request's body was received to its end."""
+        return self.conn.their_state is not h11.SEND_BODY
 
     def receive_data(self, data: bytes | None) -> list[ServerEvent]:
         """Feed tunnel bytes (b"" at EOF; None: only parse what is already buffered, e.g.
@@ -156,7 +164,7 @@ class H1Server:
             headers.append(("transfer-encoding", "chunked"))
         elif resp.status not in (204, 304) and resp.status >= 200:
             headers.append(("content-length", str(len(resp.body))))
-        if close:
+        if close or not self.request_complete:
             headers.append(("connection", "close"))
         out = self.conn.send(h11.Response(status_code=resp.status, headers=headers,
                                           reason=b""))
@@ -172,8 +180,12 @@ class H1Server:
     def start_response(self, head: HttpResponse) -> bytes:
         """The head of a streamed response: content-length when `head.length` is known (and
         for HEAD requests, h11 sends no body either way), else chunked (HTTP/1.1 clients:
-        trailers can follow) or until close (HTTP/1.0). Then `send_data`, `end_response`."""
+        trailers can follow) or until close (HTTP/1.0). Then `send_data`, `end_response`.
+        Before the request body ended: `connection: close` (the rest of the body is not
+        waited for; h11 then ends the connection after this response)."""
         headers = list(_encode(head.headers))
+        if not self.request_complete:
+            headers.append(("connection", "close"))
         self._chunked = False
         if head.length is not None:
             headers.append(("content-length", str(head.length)))
@@ -262,12 +274,21 @@ class H1Client:
         return out
 
     def send_body(self, data: bytes) -> bytes:
-        return self.conn.send(h11.Data(data=data)) if data else b""
+        """A chunk of a streamed request body (also while the response arrives)."""
+        try:
+            return self.conn.send(h11.Data(data=data)) if data else b""
+        except h11.LocalProtocolError as exc:
+            raise HttpProtocolError(f"cannot send the request body upstream: {exc}",
+                                    status=502) from exc
 
     def end_body(self, trailers: Headers = ()) -> bytes:
         """The end of a streamed body; trailers only go with chunked encoding."""
-        return self.conn.send(h11.EndOfMessage(
-            headers=list(_encode(trailers)) if self._chunked_request else []))
+        try:
+            return self.conn.send(h11.EndOfMessage(
+                headers=list(_encode(trailers)) if self._chunked_request else []))
+        except h11.LocalProtocolError as exc:
+            raise HttpProtocolError(f"cannot end the request body upstream: {exc}",
+                                    status=502) from exc
 
     def receive_data(self, data: bytes) -> list[HttpResponse | BodyChunk | BodyEnd]:
         """Feed the backend's bytes (b"" at EOF): the response head (`HttpResponse`, empty

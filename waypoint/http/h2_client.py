@@ -198,5 +198,15 @@ class H2Client:
         return out
 
     def _done(self, stream_id: int, trailers: Headers) -> BodyEnd:
+        """The response ended. A request not sent to its end yet (body still coming, or
+        waiting for window) is reset: nothing more of it goes out and the stream stops
+        counting against the peer's MAX_CONCURRENT_STREAMS (Envoy resets the upstream
+        request when its response completes first; RFC 9113 §8.1 allows the early end)."""
         self.partials.pop(stream_id)
+        stream = self.conn.streams.get(stream_id)
+        if stream is not None and not stream.closed:
+            self.outbox.drop(stream_id)
+            with contextlib.suppress(h2.exceptions.StreamClosedError,
+                                     h2.exceptions.ProtocolError):
+                self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
         return BodyEnd(trailers)

@@ -17,7 +17,7 @@ final); a client that resets or sends too much makes `read()` raise `BodyAborted
 from __future__ import annotations
 
 import collections
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import trio
 
@@ -81,9 +81,12 @@ class H1Body:
 
 
 class QueueBody:
-    """A streamed HTTP/2 request body: the connection loop `feed`s it, `read` acknowledges."""
+    """A streamed HTTP/2 request body: the connection loop `feed`s it, `read` acknowledges
+    (`ack` re-opens the client's window at once; the connection sends the WINDOW_UPDATE from
+    its own task). Cancel-safe: a read cancelled while waiting loses nothing (the HTTP/1.1
+    upstream's body pump is stopped when the response ends first, then a retry reads on)."""
 
-    def __init__(self, ack: Callable[[int], Awaitable[None]]) -> None:
+    def __init__(self, ack: Callable[[int], None]) -> None:
         self.ack = ack
         self.chunks: collections.deque[bytes] = collections.deque()
         self.trailers: Headers = ()
@@ -104,7 +107,8 @@ class QueueBody:
         while True:
             if self.chunks:
                 data = self.chunks.popleft()
-                await self.ack(len(data))
+                self.ack(len(data))
+                await trio.lowlevel.cancel_shielded_checkpoint()  # no cancel: data is taken
                 return data
             if self.error is not None:
                 raise self.error

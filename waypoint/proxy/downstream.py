@@ -12,6 +12,11 @@ Fault isolation: a malformed HTTP/1.1 request gets its 400/431/413 and this tunn
 HTTP/2 connection error sends GOAWAY and closes this tunnel; a stream error resets that stream
 only. Nothing here touches other tunnels. HTTP/1.1 keeps the tunnel open between requests
 (keep-alive, one request at a time); HTTP/2 runs requests concurrently, one task each.
+A request body not read to its end (an early response): HTTP/1.1 answers `connection: close`
+and closes the tunnel after the response; HTTP/2 resets the stream (NO_ERROR) and returns the
+unread DATA's window to the connection. Body reads re-open the client's window at once and
+leave the WINDOW_UPDATE to a task of the tunnel; HTTP/2 writes are shielded (their callers
+may be cancelled: a cut write would corrupt the connection), bounded by `SEND_STALL`.
 TCP: L4 authorization (the L7 policies evaluated without HTTP attributes), then a plain relay
 to an endpoint chosen like an HTTP attempt's (Istio's tcp_proxy on a waypoint).
 """
@@ -49,6 +54,7 @@ from waypoint.proxy.upstream import host_key
 
 log = logging.getLogger("waypoint.downstream")
 READ_SIZE = 64 * 1024
+SEND_STALL = 20.0  # like meshcore.hbone_trio's tunnels: a peer that does not read is gone
 
 
 class _Replay(trio.abc.Stream):
@@ -255,14 +261,37 @@ class Downstream:
         lock = trio.Lock()
 
         async def flush() -> None:
+            """Write what h2 queued, shielded: the caller (a request task) may be cancelled
+            (timeouts, resets) and a cut write would corrupt the connection; a client that
+            reads nothing for `SEND_STALL` seconds closes the tunnel instead."""
             async with lock:
                 data = server.data_to_send()
-                if data:
+                if not data:
+                    return
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + SEND_STALL
                     await stream.send_all(data)
+                if scope.cancelled_caught:
+                    nursery.cancel_scope.cancel()
+                    raise trio.BrokenResourceError(f"client did not read for {SEND_STALL}s")
 
-        async def ack(stream_id: int, n: int) -> None:
+        ack_flush_pending = False
+
+        def ack(stream_id: int, n: int) -> None:
+            """A streamed body was read: re-open the client's window now, send it from a task
+            of its own (the reader may be cancelled, a cut write would corrupt the
+            connection). One pending flush at a time carries every ack made before it."""
+            nonlocal ack_flush_pending
             server.ack(stream_id, n)
-            await flush()
+            if not ack_flush_pending:
+                ack_flush_pending = True
+                nursery.start_soon(ack_flush)
+
+        async def ack_flush() -> None:
+            nonlocal ack_flush_pending
+            ack_flush_pending = False
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await flush()
 
         async def one(req: HttpRequest, cancel: trio.CancelScope) -> None:
             sid = req.stream_id
@@ -275,7 +304,12 @@ class Downstream:
                     server.reset(sid, h2.errors.ErrorCodes.NO_ERROR)  # ended: stop sending
                     await flush()
             scopes.pop(sid, None)
-            bodies.pop(sid, None)
+            unread = bodies.pop(sid, None)
+            if unread is not None and unread.chunks:  # never read: give the connection
+                server.ack(sid, sum(map(len, unread.chunks)))  # window back
+                unread.chunks.clear()
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await flush()
 
         await stream.send_all(server.initiate())
         scopes: dict[int, trio.CancelScope] = {}

@@ -17,14 +17,14 @@ Order (Envoy's waypoint filter chain, AMBIENT-INTERNALS §2.7, docs/waypoint.md)
 3. fault delay, then attempts: endpoint by least request (outlier-ejected and already-tried
    hosts avoided), `backend_timeout` per attempt (504 UT), retries per `decide_retry` on the
    response head with jittered back-off (a streamed body only while it fits the 1 MiB retry
-   buffer), all inside `request_timeout` (504 UT; Gateway API's `timeouts.request` covers the
-   whole exchange, fault delay included; both timeouts also bound the streamed response
-   body, like Envoy's, which is cut when they expire). No response after the last attempt:
-   503 (UF/URX);
-4. mirrors: copies fire and forget (`<authority>-shadow`, Envoy's convention), their answers
-   ignored; response header modifiers; the response body copied as it arrives; telemetry
-   once it ended (istio_requests_total etc. with reporter `waypoint`, one access-log line,
-   one SERVER span whose context goes upstream).
+   buffer; an answer that came before the upload ended first stops that upload), all inside
+   `request_timeout` (504 UT; Gateway API's `timeouts.request` covers the whole exchange,
+   fault delay included; both timeouts also bound the streamed response body, like Envoy's,
+   which is cut when they expire). No response after the last attempt: 503 (UF/URX);
+4. mirrors (`waypoint.proxy.mirror`): copies fire and forget (`<authority>-shadow`, Envoy's
+   convention), their answers ignored; response header modifiers; the response body copied
+   as it arrives; telemetry once it ended (istio_requests_total etc. with reporter
+   `waypoint`, one access-log line, one SERVER span whose context goes upstream).
 """
 
 from __future__ import annotations
@@ -51,15 +51,15 @@ from meshcore.telemetry import (
     traffic_labels,
 )
 from meshcore.wds import Endpoint, Service, Workload
-from meshcore.wds.workload import AppProtocol
 from waypoint.errors import UpstreamError
 from waypoint.http import HttpRequest, HttpResponse
 from waypoint.http.messages import Headers
 from waypoint.policy import DENIED_BODY, Decision, RequestAttributes, applicable, evaluate
 from waypoint.proxy.body import BodyAborted, ReplayBody
 from waypoint.proxy.context import TunnelContext
+from waypoint.proxy.mirror import shadow_authority, start_mirror
 from waypoint.proxy.response import UpstreamResponse
-from waypoint.proxy.upstream import Upstreams, host_key
+from waypoint.proxy.upstream import Upstreams, host_key, upstream_http2
 from waypoint.resilience import Outcome, decide_retry
 from waypoint.routing import (
     DEFAULT_RETRY,
@@ -243,9 +243,10 @@ class RequestHandler:
         out = dataclasses.replace(req, method=r.method, path=r.path, authority=r.authority,
                                   headers=r.headers)
         for backend, mreq in plan.mirrors:
-            self._mirror(state, backend, dataclasses.replace(
-                out, path=mreq.path, headers=mreq.headers,
-                authority=_shadow(mreq.authority)), body)
+            start_mirror(self.upstreams, self.mirror_nursery, state.wds,
+                         self._backend_service(state, backend), backend, dataclasses.replace(
+                             out, path=mreq.path, headers=mreq.headers,
+                             authority=shadow_authority(mreq.authority)), body)
         deadline = (trio.current_time() + plan.request_timeout
                     if plan.request_timeout else float("inf"))
         result = _Result(HttpResponse.local(504, "upstream request timeout"),
@@ -302,6 +303,8 @@ class RequestHandler:
                     outcome = Outcome(reset="timeout" if timed_out else
                                       (error.reset if error else "reset"))
                 decision = decide_retry(policy, retries, outcome, self.rng)
+                if decision.retry and up is not None:  # an early answer: stop its upload
+                    await up.stop_upload()  # first (the body may grow until it stopped)
                 if not decision.retry or not body.replayable:  # Envoy: not past the buffer
                     break
                 if up is not None:
@@ -344,6 +347,8 @@ class RequestHandler:
             outcome = (Outcome(status=up.head.status) if up is not None
                        else Outcome(reset=error.reset if error else "reset"))
             decision = decide_retry(DEFAULT_RETRY, attempt, outcome, self.rng)
+            if decision.retry and up is not None:
+                await up.stop_upload()
             if not decision.retry or not body.replayable:
                 break
             if up is not None:
@@ -355,43 +360,6 @@ class RequestHandler:
         return _Result(HttpResponse.local(503, "upstream connect error"),
                        error.flags if error else ResponseFlags.UPSTREAM_CONNECTION_FAILURE,
                        endpoint=endpoint, error=str(error))
-
-    def _mirror(self, state: WaypointState, backend: Backend, req: HttpRequest,
-                body: ReplayBody) -> None:
-        """Fire and forget a copy; a streamed body is copied once it ended, if it was kept
-        (not over the retry buffer, like Envoy's buffer limit for shadows)."""
-        service = self._backend_service(state, backend)
-        if service is None:
-            log.info("mirror to %s/%s skipped: unknown Service", backend.namespace,
-                     backend.hostname)
-            return
-        endpoint = self.upstreams.choose(state.wds, service, backend.port)
-        if endpoint is None:
-            return
-
-        async def send() -> None:
-            up: UpstreamResponse | None = None
-            copy = req
-            try:
-                with trio.move_on_after(30):
-                    if req.streamed:
-                        await body.done.wait()
-                        whole = body.whole()
-                        if whole is None:
-                            log.debug("mirror to %s skipped: body not kept", service.key)
-                            return
-                        copy = dataclasses.replace(req, streamed=False, body=whole,
-                                                   trailers=body.trailers, length=None)
-                    up = await self.upstreams.attempt(
-                        endpoint, copy, upstream_http2(service, backend.port, req))
-                    await up.drain()  # read, so the connection can be reused
-            except Exception as exc:  # a mirror's failure never matters to the client
-                log.debug("mirror to %s failed: %s", service.key, exc)
-            finally:
-                if up is not None:
-                    await up.aclose()
-
-        self.mirror_nursery.start_soon(send)
 
     # ---- telemetry -------------------------------------------------------------------
     def _record(self, ctx: TunnelContext, req: HttpRequest, result: _Result,
@@ -419,22 +387,3 @@ class RequestHandler:
             response_bytes=response_bytes, route=result.route,
             upstream=host_key(result.endpoint) if result.endpoint else None,
             error=result.error, decision=decision, trace_id=trace_id))
-
-
-def upstream_http2(service: Service, port: int, req: HttpRequest) -> bool:
-    """HTTP/2 to the pods when the Service port says HTTP2/gRPC; HTTP/1.1 when it says
-    HTTP/1.1; undeclared: HTTP/2 for gRPC requests (they need it), else HTTP/1.1 (what most
-    apps speak; declare `appProtocol: http2` for h2c-only apps)."""
-    p = service.port(port)
-    if p is not None and p.app_protocol in (AppProtocol.HTTP2, AppProtocol.GRPC):
-        return True
-    if p is not None and p.app_protocol is AppProtocol.HTTP11:
-        return False
-    return req.is_grpc
-
-
-def _shadow(authority: str) -> str:
-    host, sep, port = authority.rpartition(":")
-    if sep and port.isdigit() and not authority.endswith("]"):
-        return f"{host}-shadow:{port}"
-    return f"{authority}-shadow"

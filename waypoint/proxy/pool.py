@@ -20,12 +20,20 @@ Pool key: (endpoint `ip:port`, protocol, expected identity); like Envoy's per-ho
   (the first send failed, so the peer was gone before any byte reached the app) or the method
   is idempotent (RFC 9110 §9.2.2: GET HEAD OPTIONS TRACE PUT DELETE). Otherwise the error
   goes to the retry policy like any reset.
-* A streamed request body (HTTP/1.1) is copied upstream after the head, chunk by chunk as
-  the client sends it; then the response is read.
+* A streamed request body (HTTP/1.1) is copied upstream after the head by a `_Pump` task,
+  chunk by chunk as the client sends it, while this task reads the response (Envoy's router
+  does the same): a backend answering early (413, 401 before the upload ended) is seen at
+  once, and one echoing the upload as it reads it does not stall. A response that ends
+  before the whole request body was written stops the pump; the rest is never sent and the
+  connection is closed (h11 cannot start a new cycle, and the backend may still expect it).
+  The client's body breaking off (`BodyAborted`) interrupts the response read with it.
 * HTTP/2 is `waypoint.proxy.pool_h2` (multiplexed, one connection per key while it has room).
 Invariants: a connection is either idle (in `_idle`, watched) or owned by one exchange
-(HTTP/1.1); single trio thread, so choosing a connection and reserving it has no await in
-between. Closing the pool (leaving its nursery) closes every connection.
+(HTTP/1.1), with at most one pump writing its request body; it is reusable only if that pump
+finished (the whole request went out) and the response was read to its end; the pump has
+exited before the connection is closed or the body read again (a retry); single trio thread,
+so choosing a connection and reserving it has no await in between. Closing the pool (leaving
+its nursery) closes every connection.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import trio
 
 from waypoint.errors import HttpProtocolError, UpstreamError
 from waypoint.http import BodyChunk, BodyEnd, H1Client, HttpRequest, HttpResponse, Limits
-from waypoint.proxy.body import BodyReader
+from waypoint.proxy.body import BodyAborted, BodyReader
 from waypoint.proxy.pool_h2 import H2Pool
 from waypoint.proxy.poolbase import (
     BROKEN,
@@ -66,8 +74,56 @@ class _Stale(Exception):  # an internal signal, never leaves this module
         self.unwritten = unwritten
 
 
+class _Pump:
+    """Writes one exchange's streamed request body (in the pool's nursery) while the exchange's
+    task reads the response; the reads go through `receive` so that the client's body breaking
+    off (`BodyAborted`) interrupts them."""
+
+    def __init__(self, conn: _H1Conn, reader: BodyReader) -> None:
+        self.conn, self.reader = conn, reader
+        self.scope = trio.CancelScope()  # cancelled when the exchange ends first
+        self.done = trio.Event()
+        self.finished = False  # the whole body and its end were written
+        self.error: BodyAborted | None = None
+        self._reading: trio.CancelScope | None = None
+
+    async def run(self) -> None:
+        conn, reader = self.conn, self.reader
+        try:
+            with self.scope:
+                while chunk := await reader.read():
+                    await conn.stream.send_all(conn.codec.send_body(chunk))
+                await conn.stream.send_all(conn.codec.end_body(reader.trailers))
+                self.finished = True
+        except BodyAborted as exc:
+            self.error = exc
+            if self._reading is not None:
+                self._reading.cancel()
+        except (*BROKEN, HttpProtocolError):
+            pass  # the backend closed or reset: the response read sees it (or has its answer)
+        finally:
+            self.done.set()
+
+    async def receive(self) -> bytes:
+        """One read of the response; raises `BodyAborted` once the client's body broke off."""
+        if self.error is None:
+            with trio.CancelScope() as self._reading:
+                return bytes(await self.conn.stream.receive_some(READ_SIZE))
+            self._reading = None
+        assert self.error is not None
+        raise self.error
+
+    async def stop(self) -> None:
+        """The exchange is over: the rest of the body is not sent; wait for the task to exit
+        (bounded, shielded: the caller may itself be cancelled)."""
+        self.scope.cancel()
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await self.done.wait()
+
+
 class _H1Conn:
-    __slots__ = ("codec", "idle_since", "poisoned", "scope", "stream", "taken", "watch_done")
+    __slots__ = ("codec", "idle_since", "poisoned", "pump", "scope", "stream", "taken",
+                 "watch_done")
 
     def __init__(self, stream: trio.abc.Stream, codec: H1Client) -> None:
         self.stream = stream
@@ -77,6 +133,12 @@ class _H1Conn:
         self.watch_done: trio.Event | None = None
         self.taken = True
         self.poisoned = False  # the watcher saw EOF/data/error after the connection was taken
+        self.pump: _Pump | None = None  # the current exchange's request body writer
+
+    async def receive(self) -> bytes:
+        if self.pump is not None:
+            return await self.pump.receive()
+        return bytes(await self.stream.receive_some(READ_SIZE))
 
 
 class UpstreamPool:
@@ -95,10 +157,10 @@ class UpstreamPool:
         """Send `request` on a pooled connection for `key` (HTTP/2 when key[1] is "h2") and
         return the response once its head arrived; its body streams from it (the caller must
         read it to the end or `aclose()` it). A `streamed` request's body comes from a
-        `body()` reader, copied upstream as it arrives (HTTP/2: concurrently with the
-        response, so bidirectional streams work). Raises `UpstreamError` (no response head;
-        connect failures come from `open_stream`) or `BodyAborted` (the client's body broke
-        off)."""
+        `body()` reader, copied upstream as it arrives by a pump task, concurrently with the
+        response (an early answer is returned at once; bidirectional streams work). Raises
+        `UpstreamError` (no response head; connect failures come from `open_stream`) or
+        `BodyAborted` (the client's body broke off)."""
         reader = body() if body is not None and request.streamed else None
         if key[1] == "h2":
             return await self.h2.exchange(key, open_stream, request, reader)
@@ -152,13 +214,6 @@ class UpstreamPool:
                 if reused:
                     raise _Stale(err, unwritten=True) from exc
                 raise err from exc
-            if reader is not None:  # a streamed body: copy it as it comes, then its end
-                try:
-                    while chunk := await reader.read():
-                        await conn.stream.send_all(conn.codec.send_body(chunk))
-                    await conn.stream.send_all(conn.codec.end_body(reader.trailers))
-                except BROKEN as exc:
-                    raise upstream_error(host, exc) from exc
             if conn.watch_done is not None:
                 if not conn.watch_done.is_set():  # (a set Event's wait() still yields)
                     await conn.watch_done.wait()  # the watcher stopped reading
@@ -166,11 +221,13 @@ class UpstreamPool:
                     raise _Stale(UpstreamError(f"{host}: idle connection closed by the peer",
                                                reset="reset", flags="UC", upstream=host),
                                  unwritten=False)
+            if reader is not None:  # a streamed body: written while the response is read
+                conn.pump = _Pump(conn, reader)
+                self.nursery.start_soon(conn.pump.run)
             events: collections.deque[HttpResponse | BodyChunk | BodyEnd] = collections.deque()
             while not events:
                 try:
-                    data = bytes(await conn.stream.receive_some(READ_SIZE))
-                    events.extend(conn.codec.receive_data(data))
+                    events.extend(conn.codec.receive_data(await conn.receive()))
                 except (*BROKEN, HttpProtocolError) as exc:
                     err = upstream_error(host, exc)
                     if reused and not conn.codec.response_started:
@@ -185,10 +242,18 @@ class UpstreamPool:
                 await self._h1_done(key, conn, reusable=False)
 
     async def _h1_done(self, key: PoolKey, conn: _H1Conn, *, reusable: bool) -> None:
-        """The exchange on `conn` is over: keep it idle if reusable, else close it."""
+        """The exchange on `conn` is over: keep it idle if reusable, else close it. A request
+        body still being written (the response ended first) is cut off: not reusable."""
         self._busy[key] -= 1
         if not self._busy[key]:
             del self._busy[key]
+        pump, conn.pump = conn.pump, None
+        if pump is not None:
+            reusable = reusable and pump.finished
+            if not pump.finished and pump.error is None:
+                self.counters.cut_uploads += 1
+            if not pump.done.is_set():
+                await pump.stop()
         if reusable:
             self._release(key, conn)
         else:
@@ -260,11 +325,13 @@ class H1Response(UpstreamResponse):
             return b""
         while not self._events:
             try:
-                data = bytes(await self._conn.stream.receive_some(READ_SIZE))
-                self._events.extend(self._conn.codec.receive_data(data))
+                self._events.extend(self._conn.codec.receive_data(await self._conn.receive()))
             except (*BROKEN, HttpProtocolError) as exc:
                 await self._finish(reusable=False)
                 raise upstream_error(self._key[0], exc) from exc
+            except BodyAborted:
+                await self._finish(reusable=False)
+                raise
         event = self._events.popleft()
         if isinstance(event, BodyChunk):
             return self._took(event.data)
@@ -275,6 +342,14 @@ class H1Response(UpstreamResponse):
 
     def ready(self) -> bool:
         return self.complete or bool(self._events)
+
+    async def stop_upload(self) -> None:
+        """Stop writing the request body (the connection will not be reused)."""
+        pump = self._conn.pump
+        if pump is not None and not pump.done.is_set():
+            await pump.stop()
+        else:
+            await trio.lowlevel.checkpoint()
 
     async def _finish(self, *, reusable: bool) -> None:
         if not self._done:

@@ -7,7 +7,9 @@ when every connection is full or draining another is dialed (one dial at a time 
 One reader task per connection feeds `H2Client` and hands each stream's events to its
 `H2Stream`; a streamed request body is copied by a pump task concurrently with the response
 (bidirectional streams). GOAWAY: streams above its last stream id fail as refused (retriable:
-never processed), the rest finish, then the connection closes. A cancelled or abandoned
+never processed), the rest finish, then the connection closes. A response that ends before
+its request body was sent resets the stream at once (Envoy does; RFC 9113 §8.1 allows the
+early response), so the stream's slot is free for the next request. A cancelled or abandoned
 request resets its stream only. The reaper closes connections idle for `idle_timeout`.
 All tasks live in the pool's nursery.
 """
@@ -31,6 +33,8 @@ from waypoint.proxy.poolbase import (
 )
 from waypoint.proxy.response import H2Stream, UpstreamResponse, upstream_error
 
+SEND_STALL = 20.0  # like meshcore.hbone_trio's tunnels: a peer that does not read is gone
+
 
 class _H2Conn:
     __slots__ = ("codec", "idle_since", "lock", "ready", "scope", "stream", "waiters",
@@ -47,10 +51,20 @@ class _H2Conn:
         self.idle_since = trio.current_time()
 
     async def flush(self) -> None:
+        """Write what the codec queued. The write is shielded: its caller (a body pump, a
+        request) may be cancelled, and a cut write would lose frames of other streams and
+        corrupt the connection; a backend that reads nothing for `SEND_STALL` seconds
+        breaks the connection instead (every stream on it fails)."""
         async with self.lock:
             data = self.codec.data_to_send()
-            if data:
+            if not data:
+                return
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + SEND_STALL
                 await self.stream.send_all(data)
+            if scope.cancelled_caught:
+                self.scope.cancel()  # the reader ends, failing every stream, and closes it
+                raise trio.BrokenResourceError(f"HTTP/2 backend did not read for {SEND_STALL}s")
 
 
 class H2Pool:
@@ -111,6 +125,8 @@ class H2Pool:
         self.counters.h2_streams += 1
         if reader is not None:
             self.nursery.start_soon(self._pump, conn, sid, st, reader)
+        else:
+            st.pump_done.set()
         try:
             await conn.flush()
             await st.head_event.wait()
@@ -147,6 +163,8 @@ class H2Pool:
                 self.abandon(conn, sid)
             except BROKEN:
                 pass  # the reader fails the stream
+            finally:
+                st.pump_done.set()
 
     def abandon(self, conn: _H2Conn, sid: int) -> None:
         """Cancelled or closed early: reset this stream only."""
@@ -174,6 +192,7 @@ class H2Pool:
                         st = conn.waiters.get(sid)
                         if st is not None and st.feed(event):
                             del conn.waiters[sid]
+                            st.pump.cancel()  # over (the codec reset a request still open)
                     if codec.settings_received:
                         conn.ready.set()
                     conn.window.fire()
@@ -256,3 +275,8 @@ class H2Response(UpstreamResponse):
         if not self.complete:
             self._pool.abandon(self._conn, self._sid)
         await trio.lowlevel.checkpoint()
+
+    async def stop_upload(self) -> None:
+        self._st.pump.cancel()
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await self._st.pump_done.wait()

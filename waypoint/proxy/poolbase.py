@@ -39,6 +39,9 @@ class PoolCounters:
     stale_retries: int = 0  # reused connections found dead, request resent on a fresh one
     closed_idle: int = 0  # idle connections closed by the peer, by timeout or unexpected data
     h2_streams: int = 0  # HTTP/2 streams opened
+    # HTTP/1.1 request bodies not written to their end (mostly: the response ended first;
+    # also timeouts and broken backends); their connections are closed, never reused.
+    cut_uploads: int = 0
 
 
 async def close_quietly(stream: trio.abc.Stream) -> None:

@@ -8,7 +8,11 @@ downstream as they come (back-pressure: nothing is read ahead beyond one chunk f
 and the stream's flow-control window for HTTP/2) and closes it.
 Invariants: `read()` returns b"" once, at the end, after which `trailers` and `complete` are
 final; `aclose()` before the end abandons the exchange (HTTP/1.1: the connection is closed,
-never reused; HTTP/2: RST_STREAM CANCEL for that stream only); errors mid-body raise
+never reused; HTTP/2: RST_STREAM CANCEL for that stream only); a response that ends while
+the request body is still being sent stops that upload (Envoy resets the upstream request
+when its response completes first: HTTP/1.1 closes the connection, HTTP/2 resets the
+stream); `stop_upload()` stops sending the request body and returns once that stopped
+(before a retry reads the body again; the response stays readable); errors mid-body raise
 `UpstreamError` (flag UPE/UC).
 """
 
@@ -43,6 +47,10 @@ class UpstreamResponse:
         return True
 
     async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def stop_upload(self) -> None:
+        """Stop sending the request body (nothing to stop here: it was sent whole)."""
         await trio.lowlevel.checkpoint()
 
     async def drain(self) -> None:
@@ -81,7 +89,7 @@ class H2Stream:
     """The reader's side of one upstream HTTP/2 stream (filled by the connection's reader)."""
 
     __slots__ = ("body_error", "chunks", "ended", "error", "head", "head_event", "more",
-                 "pump", "trailers")
+                 "pump", "pump_done", "trailers")
 
     def __init__(self) -> None:
         self.head: HttpResponse | None = None
@@ -92,6 +100,7 @@ class H2Stream:
         self.error: HttpProtocolError | None = None
         self.more = trio.Event()
         self.pump = trio.CancelScope()  # the task copying a streamed request body
+        self.pump_done = trio.Event()  # that task exited (set at once when there is none)
         self.body_error: BodyAborted | None = None  # the client's body broke off
 
     def feed(self, event: HttpResponse | BodyChunk | BodyEnd | HttpProtocolError) -> bool:

@@ -36,6 +36,7 @@ from meshcore.hbone_trio import (
 )
 from meshcore.tlsconfig import WorkloadCredentials
 from meshcore.wds import Endpoint, Service, Snapshot, TunnelProtocol, select_endpoint
+from meshcore.wds.workload import AppProtocol
 from meshcore.workload_identity.errors import CertificateUnavailableError
 from waypoint.errors import UpstreamError
 from waypoint.http import HttpRequest, Limits
@@ -46,6 +47,18 @@ from waypoint.resilience import OutlierConfig, OutlierDetector, classify, pick_l
 
 log = logging.getLogger("waypoint.upstream")
 HBONE_PORT = 15008
+
+
+def upstream_http2(service: Service, port: int, req: HttpRequest) -> bool:
+    """HTTP/2 to the pods when the Service port says HTTP2/gRPC; HTTP/1.1 when it says
+    HTTP/1.1; undeclared: HTTP/2 for gRPC requests (they need it), else HTTP/1.1 (what most
+    apps speak; declare `appProtocol: http2` for h2c-only apps)."""
+    p = service.port(port)
+    if p is not None and p.app_protocol in (AppProtocol.HTTP2, AppProtocol.GRPC):
+        return True
+    if p is not None and p.app_protocol is AppProtocol.HTTP11:
+        return False
+    return req.is_grpc
 
 
 def host_key(e: Endpoint) -> str:
