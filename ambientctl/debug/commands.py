@@ -21,6 +21,7 @@ from ambientctl.debug.admin_client import Resolver
 from ambientctl.debug.analyze import analyze
 from ambientctl.debug.errors import DebugError
 from ambientctl.debug.state import MeshState, load_folder
+from ambientctl.debug.why_l7 import HttpRequest
 from istiod_lite.translate import MeshConfig
 
 FOLDER_HELP = "the manifest folder istiod-lite reads (the sandbox's config folder)"
@@ -49,7 +50,9 @@ def add_why_parser(subparsers: Any, resolver: Resolver) -> argparse.ArgumentPars
         "hostname, or an IP (pod or service VIP). The state comes from a manifest folder (-f) "
         "or from a running ztunnel's admin /config_dump (--ztunnel-admin; in the sandbox "
         "--node, or nothing for the ztunnel of SRC's node); the output's first line says "
-        "which.")
+        "which. When the path goes through a waypoint, the HTTP request options evaluate the "
+        "waypoint's L7 AuthorizationPolicies (targetRefs) as the waypoint would (-f only: a "
+        "live ztunnel does not hold them).")
     p.add_argument("source", metavar="SRC")
     p.add_argument("destination", metavar="DST:PORT")
     p.add_argument("--endpoint", metavar="POD",
@@ -58,6 +61,18 @@ def add_why_parser(subparsers: Any, resolver: Resolver) -> argparse.ArgumentPars
     p.add_argument("--assume-captured", action="store_true",
                    help="treat pods that should be enrolled as captured, as if the node agent "
                    "had run (for folders without pod status overlays; -f only)")
+    http = p.add_argument_group(
+        "HTTP request, evaluated by the waypoint's L7 policies when the path has a waypoint "
+        "(any of these makes one; the others default)")
+    http.add_argument("--method", metavar="METHOD", help="request method (default GET)")
+    http.add_argument("--path", metavar="PATH",
+                      help="request path, optionally with ?query (default /)")
+    http.add_argument("--header", "-H", metavar="NAME=VALUE", action="append", dest="headers",
+                      help="a request header (repeatable); request.headers[NAME] conditions "
+                      "see it")
+    http.add_argument("--host", metavar="HOST",
+                      help="the Host / :authority (default: the Service's hostname, or the "
+                      "dialed IP:PORT for a pod)")
     where = p.add_argument_group(
         "where the state comes from (at most one; none: in the sandbox, live from the ztunnel "
         "of SRC's node)")
@@ -89,7 +104,9 @@ def _load_why(args: argparse.Namespace, resolver: Resolver) -> MeshState:
 
 def run_why(args: argparse.Namespace, out: TextIO, resolver: Resolver) -> int:
     state = _load_why(args, resolver)
-    result = why_mod.why(state, args.source, args.destination, endpoint=args.endpoint)
+    request = HttpRequest.from_options(args.method, args.path, args.host, args.headers)
+    result = why_mod.why(state, args.source, args.destination, endpoint=args.endpoint,
+                         request=request)
     if args.output == "json":
         out.write(json.dumps(why_render.to_dict(state, result), indent=2) + "\n")
     else:

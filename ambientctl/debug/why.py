@@ -8,8 +8,10 @@ follows the connection the way the data path does, with the data path's own code
    chooses passthrough, direct HBONE or the waypoint. Uncaptured source: the client's own
    stack resolves a VIP (kube-proxy) to an endpoint with `meshcore.wds.select_endpoint`, and
    the bytes arrive in plaintext.
-3. Through a waypoint: the waypoint evaluates its L7 policies (listed, not evaluated here; they
-   need an HTTP request) and opens HBONE to the endpoint with *its own* identity.
+3. Through a waypoint: the waypoint evaluates its L7 policies per HTTP request; given one
+   (`HttpRequest`: `--method`, `--path`, ...) why_l7.py evaluates them with the waypoint's own
+   evaluator, else they are listed. An L7 deny ends there (403 from the waypoint); otherwise
+   the waypoint opens HBONE to the endpoint with *its own* identity.
 4. The enforcement point is the destination's ztunnel, inbound HBONE (peer identity from mTLS)
    or inbound plaintext 15006 (no identity, so STRICT denies), evaluated by
    `meshcore.authz.explain_in`, the evaluator ztunnel calls. A destination that is not captured
@@ -18,18 +20,33 @@ With live state (`live.py`: `state.model` is None) pods and services are looked 
 what ztunnel holds, and what only the manifests know (the waypoint's L7 policies, "should be
 captured" notes) is left out and said to be.
 Endpoint choices (ztunnel's are random, weighted by capacity) are made deterministically here,
-first by (namespace, name), or as `--endpoint` says; the result names the choice.
+first by (namespace, name), or as `--endpoint` says; the result names the choice. Command-line
+names are resolved by why_resolve.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-from collections.abc import Sequence
 
 from ambientctl.debug.errors import NotFoundError
-from ambientctl.debug.state import MeshState, is_pod, live_workload, pod_of, service_named
-from istiod_lite.translate.mesh import pod_uid
+from ambientctl.debug.state import MeshState, pod_of
+from ambientctl.debug.why_l7 import (
+    REQUEST_OPTIONS,
+    HttpRequest,
+    L7Result,
+    WaypointRefusal,
+    applicable_names,
+    evaluate_at_waypoint,
+)
+from ambientctl.debug.why_resolve import (
+    Chooser,
+    Party,
+    first_ip,
+    parse_ip,
+    resolve_destination,
+    resolve_source,
+    split_target,
+)
 from istiod_lite.translate.waypoints import find_waypoints
 from meshcore.authz import ConnectionAttributes, Explanation, explain_in
 from meshcore.identity import SpiffeId
@@ -45,19 +62,6 @@ from meshcore.wds import (
 from meshcore.wds.lookup import Endpoint
 from ztunnel.proxy.errors import ProxyError
 from ztunnel.proxy.next_hop import HboneHop, build_request, hostport
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Party:
-    """The source as the mesh sees it."""
-
-    label: str  # "shop/client" or the IP
-    ip: IPAddress
-    workload: Workload | None
-
-    @property
-    def captured(self) -> bool:
-        return self.workload is not None and self.workload.tunnel_protocol is TunnelProtocol.HBONE
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -84,143 +88,38 @@ class WhyResult:
     explanation: Explanation | None = None
     waypoint: Waypoint | None = None
     notes: tuple[str, ...] = ()
+    l7: L7Result | None = None  # the waypoint's decision on the given request
+    l7_skipped: str | None = None  # why L7 was not evaluated (a waypoint or a request was there)
 
     @property
     def allowed(self) -> bool:
         return self.outcome == "allow"
 
 
-class _Chooser:
-    """Deterministic endpoint choice (first by namespace/name), or the `--endpoint` pod."""
-
-    def __init__(self, prefer: str | None) -> None:
-        self.prefer = prefer
-        self.calls: list[tuple[Endpoint, list[Endpoint]]] = []
-
-    def __call__(self, candidates: Sequence[Endpoint], weights: Sequence[int]) -> Endpoint:
-        ordered = sorted(candidates,
-                         key=lambda e: (e.workload.namespace, e.workload.name, str(e.ip)))
-        pick = ordered[0]
-        if self.prefer:
-            wanted = [e for e in ordered if self.prefer in (
-                e.workload.name, f"{e.workload.namespace}/{e.workload.name}")]
-            pick = wanted[0] if wanted else pick
-        self.calls.append((pick, ordered))
-        return pick
-
-    def describe(self, pick: Endpoint) -> str:
-        for chosen, ordered in self.calls:
-            if chosen == pick and len(ordered) > 1:
-                how = "as --endpoint asked" if self.prefer in (
-                    pick.workload.name, f"{pick.workload.namespace}/{pick.workload.name}") \
-                    else "first by name; the data path picks at random, --endpoint picks another"
-                names = ", ".join(f"{e.workload.namespace}/{e.workload.name}" for e in ordered)
-                return f" ({how}; candidates: {names})"
-        return ""
-
-
-def parse_ip(text: str) -> IPAddress | None:
-    try:
-        ip = ipaddress.ip_address(text.strip("[]"))
-    except ValueError:
-        return None
-    return ip.ipv4_mapped or ip if isinstance(ip, ipaddress.IPv6Address) else ip
-
-
-def split_target(text: str) -> tuple[str, int]:
-    """`DST:PORT` (`[v6]:PORT` for IPv6) → (DST, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) <= 65535 or not host:
-        raise NotFoundError(f"destination {text!r}: expected DST:PORT, e.g. shop/web:8080, "
-                            "10.96.0.10:80 or [fd00::1]:80")
-    return host.strip("[]") if host.startswith("[") else host, int(port)
-
-
-def _first_ip(workload: Workload, family: int | None = None) -> IPAddress:
-    for ip in workload.addresses:
-        if family is None or ip.version == family:
-            return ip
-    return workload.addresses[0]
-
-
-def resolve_source(state: MeshState, text: str) -> Party:
-    ip = parse_ip(text)
-    snap, net = state.snapshot, state.mesh.network
-    if ip is not None:
-        if (net, ip) in snap.services_by_vip:
-            raise NotFoundError(f"source {text} is a service VIP; name a pod or a client IP")
-        return Party(text, ip, snap.workloads_by_address.get((net, ip)))
-    workload = _pod_workload(state, text, "source")
-    return Party(f"{workload.namespace}/{workload.name}", _first_ip(workload), workload)
-
-
-def _pod_workload(state: MeshState, text: str, role: str) -> Workload:
-    ns, _, name = text.removeprefix("pod/").partition("/")
-    if not ns or not name:
-        raise NotFoundError(f"{role} {text!r}: expected NAMESPACE/POD or an IP")
-    if state.model is None:
-        return live_workload(state, ns, name, role)
-    pod = pod_of(state.model, ns, name)
-    if pod is None:
-        known = ", ".join(p.name for p in state.model.pods if p.namespace == ns) or "none"
-        raise NotFoundError(f"{role}: no pod {ns}/{name} in the configuration "
-                            f"(pods in {ns}: {known})")
-    workload = state.snapshot.workloads.get(pod_uid(state.mesh, ns, name))
-    if workload is None or not workload.addresses:
-        raise NotFoundError(f"{role}: pod {ns}/{name} is not in ztunnel's state: it has no IP "
-                            "yet (status.podIP) or has finished; is it running?")
-    return workload
-
-
-def resolve_destination(state: MeshState, text: str) -> tuple[IPAddress, str]:
-    """(the IP a client would dial, what it names) for an IP, pod, service or hostname."""
-    ip = parse_ip(text)
-    snap = state.snapshot
-    if ip is not None:
-        vip = snap.services_by_vip.get((state.mesh.network, ip))
-        pod = snap.workloads_by_address.get((state.mesh.network, ip))
-        what = (f"VIP of service {vip[0].key}" if vip else
-                f"IP of pod {pod.namespace}/{pod.name}" if pod else "not a mesh address")
-        return ip, what
-    service = None
-    if text.startswith("svc/") or (text.count("/") == 1 and not text.startswith("pod/")
-                                   and not is_pod(state, *text.split("/", 1))):
-        ns, _, name = text.removeprefix("svc/").partition("/")
-        service = service_named(state, ns, name)
-        if service is None:
-            raise NotFoundError(f"destination: no pod or service {ns}/{name} in the "
-                                "configuration (use pod/NS/NAME or svc/NS/NAME to be explicit)")
-    elif "/" not in text:
-        service = next((s for s in snap.services.values() if s.hostname == text), None)
-        if service is None:
-            raise NotFoundError(f"destination: no service with hostname {text!r}")
-    if service is not None:
-        if not service.addresses:
-            raise NotFoundError(f"destination: service {service.key} is headless (no VIP); "
-                                "name one of its pods instead")
-        return service.addresses[0].address, f"VIP of service {service.key}"
-    workload = _pod_workload(state, text, "destination")
-    return _first_ip(workload), f"IP of pod {workload.namespace}/{workload.name}"
-
-
 def why(state: MeshState, source: str, destination: str, *,
-        endpoint: str | None = None) -> WhyResult:
-    """Follow a connection from `source` to `destination` (`DST:PORT`) and decide it."""
+        endpoint: str | None = None, request: HttpRequest | None = None) -> WhyResult:
+    """Follow a connection from `source` to `destination` (`DST:PORT`) and decide it; with
+    `request`, also the waypoint's L7 decision on that HTTP request, when there is a waypoint."""
     src = resolve_source(state, source)
     dst_text, port = split_target(destination)
     dialed, what = resolve_destination(state, dst_text)
     dest = f"{hostport(dialed, port)} ({what})"
-    chooser = _Chooser(endpoint)
+    chooser = Chooser(endpoint)
     notes = _source_notes(state, src)
     if src.captured:
         assert src.workload is not None
-        result = _from_captured(state, src, dialed, port, dest, chooser, notes)
+        result = _from_captured(state, src, dialed, port, dest, chooser, notes, request)
     else:
         result = _from_outside(state, src, dialed, port, dest, chooser, notes)
     if endpoint and not any(endpoint in (c.workload.name, f"{c.workload.namespace}/"
                                          f"{c.workload.name}")
                             for _, cands in chooser.calls for c in cands):
         raise NotFoundError(f"--endpoint {endpoint}: not a candidate endpoint on this path")
+    if request is not None and result.waypoint is None:
+        skipped = ("the request options were given, but this path does not go through a "
+                   "waypoint: ztunnel enforces L4 only, no L7 policy is evaluated")
+        result = dataclasses.replace(result, l7_skipped=skipped,
+                                     notes=(*result.notes, skipped))
     return result
 
 
@@ -237,7 +136,7 @@ def _source_notes(state: MeshState, src: Party) -> list[str]:
 
 
 def _from_captured(state: MeshState, src: Party, dialed: IPAddress, port: int, dest: str,
-                   chooser: _Chooser, notes: list[str]) -> WhyResult:
+                   chooser: Chooser, notes: list[str], request: HttpRequest | None) -> WhyResult:
     assert src.workload is not None
     steps = [f"source {src.label} is captured: its node's ztunnel handles the connection"]
     base = (src, dest)
@@ -264,24 +163,24 @@ def _from_captured(state: MeshState, src: Party, dialed: IPAddress, port: int, d
         steps.append(f"HBONE (mTLS) to {hop.address[0]}:{hop.address[1]}, CONNECT "
                      f"{hop.authority}, presenting {src.workload.identity}")
         return _enforce(state, base, ep, src.workload.identity,
-                        _first_ip(src.workload, ep.ip.version), "HBONE (mTLS)", steps, notes)
-    return _through_waypoint(state, src, hop, dialed, port, base, chooser, steps, notes)
+                        first_ip(src.workload, ep.ip.version), "HBONE (mTLS)", steps, notes)
+    return _through_waypoint(state, src, hop, dialed, port, base, chooser, steps, notes,
+                             request)
 
 
 def _through_waypoint(state: MeshState, src: Party, hop: HboneHop, dialed: IPAddress, port: int,
-                      base: tuple[Party, str], chooser: _Chooser, steps: list[str],
-                      notes: list[str]) -> WhyResult:
+                      base: tuple[Party, str], chooser: Chooser, steps: list[str],
+                      notes: list[str], request: HttpRequest | None) -> WhyResult:
     assert hop.workload is not None and src.workload is not None
     wp = hop.workload
     waypoint = _waypoint_info(state, wp, hop.service)
     steps.append(f"{'service' if hop.service else 'pod'} uses waypoint {waypoint.gateway}: "
                  f"HBONE (mTLS) to waypoint pod {wp.namespace}/{wp.name} "
                  f"{hop.address[0]}:{hop.address[1]}, CONNECT {hop.authority}")
-    listed = (", ".join(waypoint.l7_policies) or "none target it") if state.model is not None \
-        else "they are the waypoint's configuration, not ztunnel's (-f MANIFEST_DIR lists them)"
-    notes.append("L7 policies at the waypoint see the client identity "
-                 f"{src.workload.identity} and are evaluated per request there: {listed}; "
-                 "HTTPRoutes may send the request elsewhere")
+    l7, skipped, stop = _waypoint_l7(state, src, hop, dialed, waypoint, base, steps, notes,
+                                     request)
+    if stop is not None:
+        return stop
     if hop.service is not None:
         ep = select_endpoint(state.snapshot, hop.service, port, source=wp, dialed_ip=dialed,
                              choose=chooser)
@@ -289,7 +188,7 @@ def _through_waypoint(state: MeshState, src: Party, hop: HboneHop, dialed: IPAdd
             return WhyResult(*base, outcome="fail", transport="HBONE (mTLS)",
                              reason=f"waypoint: no healthy upstream for {hop.service.key} "
                              f"port {port}", steps=tuple(steps), waypoint=waypoint,
-                             notes=tuple(notes))
+                             notes=tuple(notes), l7=l7, l7_skipped=skipped)
     else:
         found = find_destination(state.snapshot, dialed, port, network=state.mesh.network)
         assert found is not None and not isinstance(found, ServiceDestination)
@@ -297,18 +196,73 @@ def _through_waypoint(state: MeshState, src: Party, hop: HboneHop, dialed: IPAdd
     steps.append("waypoint → " + _endpoint_step(ep, chooser, hop.service).removeprefix(
         "endpoint: "))
     steps.append(f"waypoint opens HBONE (mTLS) to the endpoint presenting {wp.identity}")
-    result = _enforce(state, base, ep, wp.identity, _first_ip(wp, ep.ip.version),
+    result = _enforce(state, base, ep, wp.identity, first_ip(wp, ep.ip.version),
                       "HBONE (mTLS)", steps, notes)
     if result.outcome == "deny":
         result = dataclasses.replace(result, notes=(*result.notes, (
             f"behind a waypoint the destination's ztunnel sees the waypoint's identity "
             f"({wp.identity}), not the client's: allow the waypoint's principal at L4 and "
             "move client rules to a policy with targetRefs")))
-    return dataclasses.replace(result, waypoint=waypoint)
+    if l7 is not None:
+        result = dataclasses.replace(result, reason=f"L7 at waypoint {waypoint.gateway}: "
+                                     f"{l7.decision.reason}; L4 at the destination: "
+                                     f"{result.reason}")
+    elif request is not None:  # live: the request could not be evaluated; do not guess
+        result = dataclasses.replace(result, reason=f"{result.reason} (L4 only: the waypoint's "
+                                     "L7 policies were not evaluated, see the note)")
+    return dataclasses.replace(result, waypoint=waypoint, l7=l7, l7_skipped=skipped)
+
+
+def _waypoint_l7(state: MeshState, src: Party, hop: HboneHop, dialed: IPAddress,
+                 waypoint: Waypoint, base: tuple[Party, str], steps: list[str], notes: list[str],
+                 request: HttpRequest | None
+                 ) -> tuple[L7Result | None, str | None, WhyResult | None]:
+    """The waypoint's L7 step: (its decision on `request`, why none was made, the final result
+    when the path ends at the waypoint: an L7 deny or a refused request)."""
+    assert src.workload is not None
+    wp = waypoint.workload
+    l7, skipped = None, None
+    if state.model is None:
+        skipped = ("they are the waypoint's configuration, not ztunnel's (-f MANIFEST_DIR lists "
+                   "them); a live ztunnel cannot evaluate them: with -f, --method/--path do")
+    elif request is None:
+        skipped = (f"no HTTP request given: {REQUEST_OPTIONS} evaluate them as the waypoint "
+                   "would" if waypoint.l7_policies else None)
+    else:
+        try:
+            l7 = evaluate_at_waypoint(state, waypoint.gateway, src.workload.identity,
+                                      first_ip(src.workload, dialed.version), hop.authority,
+                                      request)
+        except WaypointRefusal as e:
+            return None, None, WhyResult(
+                *base, outcome="fail", transport="HBONE (mTLS)",
+                reason=f"waypoint {waypoint.gateway}: {e}", steps=tuple(steps),
+                waypoint=waypoint, notes=tuple(notes))
+        a = l7.attributes
+        steps.append(f"waypoint {waypoint.gateway} authorizes {a.method} {a.path} (host "
+                     f"{a.host}) from {a.principal}: {l7.summary()}")
+    if l7 is None:
+        listed = None if state.model is None else ", ".join(waypoint.l7_policies) or "none applies"
+        notes.append("L7 policies at the waypoint see the client identity "
+                     f"{src.workload.identity} and are evaluated per request there: "
+                     f"{'; '.join(x for x in (listed, skipped) if x)}; HTTPRoutes may send "
+                     "the request elsewhere")
+    elif not l7.decision.allowed:
+        return l7, None, WhyResult(
+            *base, outcome="deny", transport="HBONE (mTLS)",
+            reason=f"L7 at waypoint {waypoint.gateway}: {l7.decision.reason}",
+            steps=tuple(steps), enforced_at=f"waypoint {waypoint.gateway} (pod "
+            f"{wp.namespace}/{wp.name}), L7 authorization",
+            peer_identity=src.workload.identity, waypoint=waypoint, l7=l7,
+            notes=(*notes, "the waypoint answers 403 itself: the request never reaches the "
+                   "endpoint, so no L4 policy is evaluated there"))
+    else:
+        notes.append("HTTPRoutes at the waypoint may send the request elsewhere")
+    return l7, skipped, None
 
 
 def _from_outside(state: MeshState, src: Party, dialed: IPAddress, port: int, dest: str,
-                  chooser: _Chooser, notes: list[str]) -> WhyResult:
+                  chooser: Chooser, notes: list[str]) -> WhyResult:
     steps = [f"source {src.label} is not captured: no ztunnel on its side, it sends plaintext"]
     base = (src, dest)
     found = find_destination(state.snapshot, dialed, port, network=state.mesh.network)
@@ -335,7 +289,7 @@ def _from_outside(state: MeshState, src: Party, dialed: IPAddress, port: int, de
     return _enforce(state, base, ep, None, src.ip, "plaintext", steps, notes)
 
 
-def _endpoint_step(ep: Endpoint, chooser: _Chooser, service: Service | None) -> str:
+def _endpoint_step(ep: Endpoint, chooser: Chooser, service: Service | None) -> str:
     via = f" of service {service.key}" if service is not None else ""
     return (f"endpoint: pod {ep.workload.namespace}/{ep.workload.name}{via} "
             f"{hostport(ep.ip, ep.port)}{chooser.describe(ep)}")
@@ -379,16 +333,7 @@ def _waypoint_info(state: MeshState, wp: Workload, service: Service | None) -> W
                 wp.namespace == ns and wp.name.startswith(f"{name}-")):
             gateway = (ns, name)
             break
-    policies = []
-    for pol in state.model.sorted("AuthorizationPolicy"):
-        for ref in getattr(pol, "target_refs", ()):
-            ns = ref.namespace or pol.namespace
-            if (gateway is not None and ref.kind == "Gateway" and (ns, ref.name) == gateway) or (
-                    service is not None and ref.kind == "Service"
-                    and (ns, ref.name) == (service.namespace, service.name)) or (
-                    ref.kind == "GatewayClass" and ref.name == "istio-waypoint"
-                    and pol.namespace == state.mesh.root_namespace):
-                policies.append(f"{pol.namespace}/{pol.name}")
-                break
     label = f"{gateway[0]}/{gateway[1]}" if gateway else f"{wp.namespace}/{wp.name}"
-    return Waypoint(wp, label, tuple(policies))
+    # what the waypoint itself would apply (waypoint.policy.applicable on the translation)
+    return Waypoint(wp, label, applicable_names(state, label, service.hostname if service
+                                                else ""))

@@ -7,13 +7,16 @@ use HTTP attributes. `policy_origin` maps it back with the same conversion
 (`istiod_lite.translate.authorization.convert_rule`), and names the PeerAuthentication behind
 the synthetic STRICT policies (`istio_converted_static_strict`,
 `converted_peer_authentication_<name>`). With live state (no manifests) it names the ztunnel
-policy and group only, and says where the state came from (`MeshState.source`).
+policy and group only, and says where the state came from (`MeshState.source`). When the
+waypoint's L7 evaluation denied (why_l7.py), the deciding L7 policy is what is named; the L7
+decision is printed on its own line and under `l7` in JSON (or why it was not evaluated).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ambientctl.debug import why_l7
 from ambientctl.debug.state import MeshState, effective_peer_authentication
 from ambientctl.debug.why import WhyResult
 from istiod_lite.translate.authorization import convert_rule
@@ -56,6 +59,8 @@ def policy_origin(state: MeshState, key: str, group: int | None, destination: tu
 
 
 def decided_by(state: MeshState, result: WhyResult) -> str | None:
+    if result.l7 is not None and not result.l7.decision.allowed:
+        return result.l7.decided_by()
     if result.explanation is None or result.explanation.decision.policy is None:
         return None
     d = result.explanation.decision
@@ -75,6 +80,15 @@ def render(state: MeshState, result: WhyResult) -> str:
              f"verdict:     {verdict}: {result.reason}"]
     if (by := decided_by(state, result)) is not None:
         lines.append(f"decided by:  {by}")
+    if result.l7 is not None:
+        a = result.l7.attributes
+        headers = "".join(f", {n}: {v}" for n, v in a.headers)
+        lines.append(f"L7 request:  {a.method} {a.path}, host {a.host}{headers}")
+        lines.append(f"L7 verdict:  {result.l7.summary()}")
+        applied = ", ".join(f"{p.key} ({p.action.value}{', dry-run' if p.dry_run else ''})"
+                            for p in result.l7.applicable)
+        lines.append(f"L7 policies: {applied or 'none applies at this waypoint'}")
+        lines += [f"L7 dry-run:  {seen}" for seen in result.l7.decision.dry_run]
     lines.append(f"transport:   {result.transport}")
     if result.enforced_at:
         peer = result.peer_identity or "(no peer identity: plaintext)"
@@ -109,5 +123,7 @@ def to_dict(state: MeshState, result: WhyResult) -> dict[str, Any]:
         "waypoint": None if wp is None else {
             "gateway": wp.gateway, "pod": f"{wp.workload.namespace}/{wp.workload.name}",
             "identity": str(wp.workload.identity), "l7_policies": list(wp.l7_policies)},
+        "l7": why_l7.to_dict(result.l7) if result.l7 is not None else (
+            {"evaluated": False, "reason": result.l7_skipped} if result.l7_skipped else None),
         "evaluation": result.explanation.to_dict() if result.explanation else None,
     }

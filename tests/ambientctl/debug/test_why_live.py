@@ -18,6 +18,7 @@ from ambientctl.debug import live, main
 from ambientctl.debug.errors import NotFoundError, SourceError
 from ambientctl.debug.state import MeshState, load_folder
 from ambientctl.debug.why import WhyResult, why
+from ambientctl.debug.why_l7 import HttpRequest
 from ambientctl.debug.why_render import decided_by, render, to_dict
 from istiod_lite.translate import MeshConfig
 from meshcore.admin import serve_admin
@@ -148,6 +149,30 @@ async def test_waypoint_path_live(tmp_path: Path, serve: Callable[[MeshState], A
     assert from_live.waypoint.l7_policies == ()
     assert any("not ztunnel's (-f MANIFEST_DIR lists them)" in n for n in from_live.notes)
     assert to_dict(live_state, from_live)["waypoint"]["l7_policies"] == []
+
+
+async def test_request_options_live_say_l7_is_not_evaluated(
+        tmp_path: Path, serve: Callable[[MeshState], Any]) -> None:
+    """With --method/--path in live mode the L7 policies are not guessed: the result says they
+    are the waypoint's configuration, while the folder evaluates the same request."""
+    deny_get = ap("no-get", """  targetRefs: [{kind: Service, group: "", name: web}]
+  action: DENY
+  rules: [{to: [{operation: {methods: [GET]}}]}]
+""")
+    folder = make_folder(tmp_path / "m", WAYPOINT, WAYPOINT_POD, ALLOW_WAYPOINT, deny_get)
+    (Path(folder) / "service.yaml").write_text(USE_WAYPOINT)
+    folder_state = load_folder(folder)
+    live_state = await _in_thread(live.load_live, "127.0.0.1", await serve(folder_state),
+                                  MeshConfig())
+    request = HttpRequest("GET", "/")
+    from_folder = why(folder_state, "shop/client", "shop/web:80", request=request)
+    from_live = why(live_state, "shop/client", "shop/web:80", request=request)
+    assert from_folder.outcome == "deny" and from_folder.l7 is not None
+    assert from_live.l7 is None and from_live.outcome == "allow"  # L4 only, and said so
+    assert from_live.l7_skipped is not None and "not ztunnel's" in from_live.l7_skipped
+    assert "L4 only" in from_live.reason
+    assert to_dict(live_state, from_live)["l7"] == {"evaluated": False,
+                                                    "reason": from_live.l7_skipped}
 
 
 async def test_origin_without_manifests(tmp_path: Path,
