@@ -11,6 +11,7 @@ from pathlib import Path
 from istiod_lite.app import IstiodConfig, run
 from istiod_lite.errors import IstiodLiteError
 from istiod_lite.translate import MeshConfig
+from meshcore.addresses import split_host_port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,8 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    host, _, port = args.listen.rpartition(":")
-    ready_host, _, ready_port = (args.ready or "").rpartition(":")
+    try:
+        host, port = split_host_port(args.listen, 15012, empty_host="0.0.0.0")
+        ready = split_host_port(args.ready, 15021, empty_host="0.0.0.0") if args.ready else None
+    except ValueError as exc:
+        print(f"istiod-lite: --listen/--ready: {exc}; expected HOST:PORT", file=sys.stderr)
+        return 2
     if args.ca_dir is None and (args.ca_cert is None or args.ca_key is None):
         print("istiod-lite: give --ca-dir DIR, or both --ca-cert FILE and --ca-key FILE",
               file=sys.stderr)
@@ -103,12 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = IstiodConfig(
         manifests=args.manifests, ca_dir=args.ca_dir, tokens_file=args.tokens,
-        host=host or "0.0.0.0", port=int(port),
+        host=host, port=port,
         mesh=MeshConfig(trust_domain=args.trust_domain, root_namespace=args.root_namespace,
                         cluster_id=args.cluster_id),
         dns_names=args.dns_name, ip_addresses=args.ip, root_cert_out=args.root_cert_out,
         ca_cert=args.ca_cert, ca_key=args.ca_key,
-        ready_address=(ready_host or "0.0.0.0", int(ready_port)) if args.ready else None,
+        ready_address=ready,
     )
     try:
         asyncio.run(_run_kubernetes(config, args.namespace, args.trusted_node_account)

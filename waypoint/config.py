@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from meshcore.addresses import split_host_port
 from meshcore.identity import InvalidIdentityError, SpiffeId
 from meshcore.xds.types import NodeId
 from waypoint.errors import WaypointConfigError
@@ -63,14 +64,8 @@ def parse_identity(value: str, trust_domain: str = "cluster.local") -> SpiffeId:
 
 
 def parse_host_port(value: str, default_port: int, flag: str) -> Address:
-    """`host:port`, `host` or `[v6]:port` → (host, port)."""
+    """`host:port`, `host` or `[v6]:port` → (host, port); a bad value names the flag."""
     try:
-        if value.startswith("["):
-            host, _, rest = value[1:].partition("]")
-            return host, int(rest.lstrip(":") or default_port)
-        host, sep, port = value.rpartition(":")
-        if not sep:
-            return value, default_port
-        return host, int(port)
+        return split_host_port(value, default_port)
     except ValueError as exc:
-        raise WaypointConfigError(f"{flag}: {value!r} is not HOST:PORT") from exc
+        raise WaypointConfigError(f"{flag}: {exc}; expected HOST:PORT") from exc

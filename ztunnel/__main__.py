@@ -62,16 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> ZtunnelConfig:
     if not args.node:
         raise ZtunnelError("ztunnel needs its node name: pass --node or set NODE_NAME")
-    xds = parse_host_port(args.xds_address, 15012)
+    xds = parse_host_port(args.xds_address, 15012, "--xds-address")
     return ZtunnelConfig(
         node_name=args.node, xds_address=xds,
-        ca_address=parse_host_port(args.ca_address, 15012) if args.ca_address else xds,
+        ca_address=(parse_host_port(args.ca_address, 15012, "--ca-address")
+                    if args.ca_address else xds),
         root_cert=args.root_cert, token_file=args.token_file, cluster_id=args.cluster_id,
         trust_domain=args.trust_domain, istiod_server_name=args.istiod_server_name,
         zds_socket=None if args.zds_socket == "none" else Path(args.zds_socket),
-        admin_address=parse_host_port(args.admin, 15000),
-        metrics_address=parse_host_port(args.metrics, 15020),
-        readiness_address=parse_host_port(args.readiness, 15021),
+        admin_address=parse_host_port(args.admin, 15000, "--admin"),
+        metrics_address=parse_host_port(args.metrics, 15020, "--metrics"),
+        readiness_address=parse_host_port(args.readiness, 15021, "--readiness"),
         pod_name=args.pod_name, pod_namespace=args.pod_namespace, instance_ip=args.instance_ip,
         access_log_format=args.access_log_format,
         report_zds_sync=args.report_zds_sync,

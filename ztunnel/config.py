@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from meshcore.addresses import split_host_port
+from ztunnel.errors import ZtunnelConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class ZtunnelConfig:
@@ -39,12 +42,9 @@ class ZtunnelConfig:
         return f"ztunnel~{self.instance_ip}~{self.pod_name}.{ns}~{ns}.svc.cluster.local"
 
 
-def parse_host_port(value: str, default_port: int) -> tuple[str, int]:
-    """`host:port`, `host` or `[v6]:port` → (host, port)."""
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        return host, int(rest.lstrip(":") or default_port)
-    host, sep, port = value.rpartition(":")
-    if not sep:
-        return value, default_port
-    return host, int(port)
+def parse_host_port(value: str, default_port: int, flag: str) -> tuple[str, int]:
+    """`host:port`, `host` or `[v6]:port` → (host, port); a bad value names the flag."""
+    try:
+        return split_host_port(value, default_port)
+    except ValueError as exc:
+        raise ZtunnelConfigError(f"{flag}: {exc}; expected HOST:PORT") from exc

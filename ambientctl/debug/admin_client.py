@@ -16,6 +16,7 @@ import urllib.request
 from typing import Any, Protocol
 
 from ambientctl.debug.errors import AdminUnreachableError, DebugError
+from meshcore.addresses import split_host_port
 
 DEFAULT_ADMIN_PORT = 15000
 TIMEOUT = 5.0
@@ -50,23 +51,10 @@ class NoNodeResolver:
 
 def parse_address(text: str) -> tuple[str, int]:
     """`HOST:PORT`, `[v6]:PORT` or `HOST` (port 15000) → (host, port)."""
-    host, port = text, DEFAULT_ADMIN_PORT
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest.startswith(":"):
-            port = _port(rest[1:], text)
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-        port = _port(port_text, text)
-    if not host:
-        raise DebugError(f"--admin {text!r}: expected HOST:PORT, e.g. 127.0.0.1:15000")
-    return host, port
-
-
-def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 0 < int(text) <= 65535:
-        raise DebugError(f"--admin {whole!r}: {text!r} is not a TCP port")
-    return int(text)
+    try:
+        return split_host_port(text, DEFAULT_ADMIN_PORT)
+    except ValueError as exc:
+        raise DebugError(f"--admin {exc}; expected HOST:PORT, e.g. 127.0.0.1:15000") from exc
 
 
 def admin_address(admin: str | None, node: str | None, resolver: Resolver) -> tuple[str, int]:
