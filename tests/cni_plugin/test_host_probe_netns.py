@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from pyroute2 import IPRoute
+from pyroute2 import netns as pnetns
 
 from cni_plugin.redirect import apply, host_apply
 from cni_plugin.redirect import rules as R
@@ -85,7 +86,7 @@ def test_forwarded_traffic_is_never_snated(enrolled: Topology) -> None:
     """A connection routed through the node from another namespace carries no local socket:
     it keeps its source and is captured by ztunnel's 15006."""
     other = f"{enrolled.pod}-x"
-    os.system(f"ip netns add {other}")  # observation-grade setup tool (not product code)
+    pnetns.create(other)
     try:
         with IPRoute(netns=enrolled.node) as ipr:
             ipr.link("add", ifname="vethx", kind="veth", peer="eth0x")
@@ -113,7 +114,7 @@ def test_forwarded_traffic_is_never_snated(enrolled: Topology) -> None:
             conn.close()
         assert peer[0] == "10.78.0.2"
     finally:
-        os.system(f"ip netns delete {other}")
+        pnetns.remove(other)
 
 
 def test_install_replaces_the_set_and_remove_deletes_only_our_table(topo: Topology) -> None:
