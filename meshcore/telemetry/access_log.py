@@ -63,6 +63,25 @@ def _decision_fields(decision: DecisionLike | None) -> list[tuple[str, str | int
     ]
 
 
+def _peer_fields(tl: TrafficLabels, src_workload: str | None, dst_workload: str | None
+                 ) -> tuple[list[tuple[str, str | int | None]], list[tuple[str, str | int | None]]]:
+    """(source fields, destination fields) as both line kinds write them; identities only
+    under mTLS (what ztunnel and the waypoint know for sure)."""
+    mtls = tl.connection_security_policy == SecurityPolicy.MUTUAL_TLS
+    src: list[tuple[str, str | int | None]] = [
+        ("src.workload", src_workload or _known(tl.source_canonical_service)),
+        ("src.namespace", _known(tl.source_workload_namespace)),
+        ("src.identity", _known(tl.source_principal) if mtls else None),
+    ]
+    dst: list[tuple[str, str | int | None]] = [
+        ("dst.service", _known(tl.destination_service)),
+        ("dst.workload", dst_workload or _known(tl.destination_canonical_service)),
+        ("dst.namespace", _known(tl.destination_workload_namespace)),
+        ("dst.identity", _known(tl.destination_principal) if mtls else None),
+    ]
+    return src, dst
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ConnectionEntry:
     """What one connection's access-log line says (built by the proxy at close)."""
@@ -87,18 +106,10 @@ class ConnectionEntry:
     def fields(self, *, complete: bool = True) -> list[tuple[str, str | int | None]]:
         """The line's fields in ztunnel's order (bytes and duration only when `complete`)."""
         tl = self.labels
-        mtls = tl.connection_security_policy == SecurityPolicy.MUTUAL_TLS
+        src, dst = _peer_fields(tl, self.src_workload, self.dst_workload)
         out: list[tuple[str, str | int | None]] = [
-            ("src.addr", self.src_addr),
-            ("src.workload", self.src_workload or _known(tl.source_canonical_service)),
-            ("src.namespace", _known(tl.source_workload_namespace)),
-            ("src.identity", _known(tl.source_principal) if mtls else None),
-            ("dst.addr", self.dst_addr),
-            ("dst.hbone_addr", self.dst_hbone_addr),
-            ("dst.service", _known(tl.destination_service)),
-            ("dst.workload", self.dst_workload or _known(tl.destination_canonical_service)),
-            ("dst.namespace", _known(tl.destination_workload_namespace)),
-            ("dst.identity", _known(tl.destination_principal) if mtls else None),
+            ("src.addr", self.src_addr), *src,
+            ("dst.addr", self.dst_addr), ("dst.hbone_addr", self.dst_hbone_addr), *dst,
             ("direction", self.direction),
         ]
         if complete:
@@ -140,16 +151,9 @@ class RequestEntry:
 
     def fields(self) -> list[tuple[str, str | int | None]]:
         tl = self.labels
-        mtls = tl.connection_security_policy == SecurityPolicy.MUTUAL_TLS
+        src, dst = _peer_fields(tl, self.src_workload, self.dst_workload)
         out: list[tuple[str, str | int | None]] = [
-            ("src.addr", self.src_addr),
-            ("src.workload", self.src_workload or _known(tl.source_canonical_service)),
-            ("src.namespace", _known(tl.source_workload_namespace)),
-            ("src.identity", _known(tl.source_principal) if mtls else None),
-            ("dst.service", _known(tl.destination_service)),
-            ("dst.workload", self.dst_workload or _known(tl.destination_canonical_service)),
-            ("dst.namespace", _known(tl.destination_workload_namespace)),
-            ("dst.identity", _known(tl.destination_principal) if mtls else None),
+            ("src.addr", self.src_addr), *src, *dst,
             ("method", self.method),
             ("path", self.path),
             ("authority", self.authority),
